@@ -35,7 +35,6 @@ $(PSTEST): devstack/pstest/main.go $(BUILD)/.apt
 $(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 run: install  ## start the local platform, run the demo, keep serving until Ctrl-C

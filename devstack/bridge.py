@@ -1,0 +1,222 @@
+"""The push bridge: what a Pub/Sub push subscription with a dead-letter policy does in the cloud.
+
+The Pub/Sub emulator (pstest) has no push delivery and no dead-letter policy, so the bridge pulls
+from a subscription and POSTs the exact push envelope to the function:
+
+    {"message": {"attributes", "data", "messageId", "message_id", "publishTime", "publish_time"},
+     "subscription": "projects/p/subscriptions/s", "deliveryAttempt": n}
+
+A 2xx response acknowledges the message. Anything else (or no answer) is redelivered after an
+exponential backoff between `min_backoff` and `max_backoff` seconds; after `max_attempts` attempts
+the message is published, with its attributes, to the dead-letter topic and acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+log = logging.getLogger("devstack.bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    message_id: str
+    attempt: int
+    status: int  # 0 when the function did not answer
+    at: float
+
+
+@dataclass(slots=True)
+class _Held:
+    ack_id: str
+    message: Any  # google.pubsub_v1.PubsubMessage
+    attempt: int = 0
+
+
+@dataclass
+class BridgeStats:
+    attempts: list[Attempt] = field(default_factory=list)
+    acked: set[str] = field(default_factory=set)
+    dead_lettered: set[str] = field(default_factory=set)
+
+
+def push_envelope(message: Any, subscription: str, attempt: int) -> dict[str, Any]:
+    publish_time = message.publish_time.isoformat().replace("+00:00", "Z")
+    body = {
+        "attributes": dict(message.attributes),
+        "data": base64.b64encode(message.data).decode(),
+        "messageId": message.message_id,
+        "message_id": message.message_id,
+        "publishTime": publish_time,
+        "publish_time": publish_time,
+    }
+    return {"message": body, "subscription": subscription, "deliveryAttempt": attempt}
+
+
+class PushBridge:
+    def __init__(
+        self,
+        subscriber: Any,
+        publisher: Any,
+        subscription: str,
+        endpoint: str,
+        dead_letter_topic: str,
+        max_attempts: int = 5,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+    ) -> None:
+        self.subscriber = subscriber
+        self.publisher = publisher
+        self.subscription = subscription
+        self.endpoint = endpoint
+        self.dead_letter_topic = dead_letter_topic
+        self.max_attempts = max_attempts
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.stats = BridgeStats()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._due: list[tuple[float, int, _Held]] = []  # redeliveries waiting for their backoff
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._in_flight = 0
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._run, name="push-bridge", daemon=True)]
+        self._threads[0].start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def idle(self) -> bool:
+        """True when nothing is in flight or waiting for a redelivery."""
+        with self._lock:
+            return self._in_flight == 0 and not self._due
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, self.min_backoff * 2 ** (attempt - 1))
+
+    # -- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        idle_sleep = 0.005
+        while not self._stop.is_set():
+            held = self._next_due()
+            if held is None:
+                free = self._free_slots()
+                if free == 0:
+                    time.sleep(0.002)
+                    continue
+                try:
+                    response = self.subscriber.pull(
+                        request={
+                            "subscription": self.subscription,
+                            "max_messages": free,
+                            "return_immediately": True,  # pstest otherwise waits 500 ms
+                        },
+                        timeout=10,
+                    )
+                except Exception as exc:  # the emulator going away ends the loop quietly
+                    if self._stop.is_set():
+                        return
+                    log.warning("pull failed: %s", exc)
+                    time.sleep(0.2)
+                    continue
+                if not response.received_messages:
+                    time.sleep(idle_sleep)
+                    idle_sleep = min(0.05, idle_sleep * 2)
+                    continue
+                idle_sleep = 0.005
+                for received in response.received_messages:
+                    self._dispatch(_Held(received.ack_id, received.message))
+            else:
+                self._dispatch(held)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - self._in_flight
+
+    def _next_due(self) -> _Held | None:
+        with self._lock:
+            if self._due and self._due[0][0] <= time.monotonic() and self._in_flight < self.concurrency:
+                return heapq.heappop(self._due)[2]
+        return None
+
+    def _dispatch(self, held: _Held) -> None:
+        with self._lock:
+            self._in_flight += 1
+        threading.Thread(target=self._deliver, args=(held,), daemon=True).start()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _deliver(self, held: _Held) -> None:
+        try:
+            held.attempt += 1
+            envelope = push_envelope(held.message, self.subscription, held.attempt)
+            try:
+                resp = self._session().post(
+                    self.endpoint,
+                    data=json.dumps(envelope),
+                    headers={"Content-Type": "application/json", "User-Agent": "APIs-Google"},
+                    timeout=self.timeout,
+                )
+                status = resp.status_code
+            except requests.RequestException:
+                status = 0
+            msg_id = held.message.message_id
+            with self._lock:
+                self.stats.attempts.append(Attempt(msg_id, held.attempt, status, time.time()))
+            if 200 <= status < 300:
+                self._ack(held)
+                with self._lock:
+                    self.stats.acked.add(msg_id)
+            elif held.attempt >= self.max_attempts:
+                self._dead_letter(held)
+            else:
+                due = time.monotonic() + self.backoff(held.attempt)
+                with self._lock:
+                    heapq.heappush(self._due, (due, next(self._seq), held))
+        except Exception:
+            log.exception("push bridge failed to handle a message; it will be redelivered")
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _ack(self, held: _Held) -> None:
+        self.subscriber.acknowledge(
+            request={"subscription": self.subscription, "ack_ids": [held.ack_id]}
+        )
+
+    def _dead_letter(self, held: _Held) -> None:
+        # The attributes Pub/Sub itself adds when it forwards a message to a dead-letter topic.
+        attributes = dict(held.message.attributes)
+        attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(held.attempt)
+        attributes["CloudPubSubDeadLetterSourceSubscription"] = self.subscription.rsplit("/", 1)[-1]
+        attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = self.subscription.split("/")[1]
+        self.publisher.publish(self.dead_letter_topic, held.message.data, **attributes).result(30)
+        self._ack(held)
+        with self._lock:
+            self.stats.dead_lettered.add(held.message.message_id)

