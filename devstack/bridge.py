@@ -157,7 +157,11 @@ class PushBridge:
 
     def _next_due(self) -> _Held | None:
         with self._lock:
-            if self._due and self._due[0][0] <= time.monotonic() and self._in_flight < self.concurrency:
+            if (
+                self._due
+                and self._due[0][0] <= time.monotonic()
+                and self._in_flight < self.concurrency
+            ):
                 return heapq.heappop(self._due)[2]
         return None
 
@@ -215,7 +219,9 @@ class PushBridge:
         attributes = dict(held.message.attributes)
         attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(held.attempt)
         attributes["CloudPubSubDeadLetterSourceSubscription"] = self.subscription.rsplit("/", 1)[-1]
-        attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = self.subscription.split("/")[1]
+        attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = self.subscription.split("/")[
+            1
+        ]
         self.publisher.publish(self.dead_letter_topic, held.message.data, **attributes).result(30)
         self._ack(held)
         with self._lock:

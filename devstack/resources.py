@@ -3,6 +3,7 @@ dataset, tables (from the schema files the code and Terraform read) and views.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,15 @@ class Names:
 
 def create_pubsub(publisher: Any, subscriber: Any, names: Names) -> None:
     for topic in (names.object_events_topic, names.completions_topic, names.dead_letter_topic):
-        try:
+        with contextlib.suppress(AlreadyExists):
             publisher.create_topic(name=names.topic(topic))
-        except AlreadyExists:
-            pass
     # Acknowledgement deadlines are long: the push bridge holds messages during their backoff.
     for sub, topic in (
         (names.push_subscription, names.object_events_topic),
         (names.dead_letter_subscription, names.dead_letter_topic),
         (names.completions_subscription, names.completions_topic),
     ):
-        try:
+        with contextlib.suppress(AlreadyExists):
             subscriber.create_subscription(
                 request={
                     "name": names.subscription(sub),
@@ -67,16 +66,12 @@ def create_pubsub(publisher: Any, subscriber: Any, names: Names) -> None:
                     "ack_deadline_seconds": 600,
                 }
             )
-        except AlreadyExists:
-            pass
 
 
 def create_buckets(storage_client: Any, names: Names) -> None:
     for bucket in (names.outputs_bucket, names.registry_bucket):
-        try:
+        with contextlib.suppress(Conflict):
             storage_client.create_bucket(bucket)
-        except Conflict:
-            pass
 
 
 def upload_workflows(storage_client: Any, bucket: str, workflows_dir: Path = WORKFLOWS_DIR) -> int:

@@ -132,7 +132,11 @@ class CompletionCollector:
         return [
             c
             for c in self.snapshot()
-            if (c.attributes.get("workflow"), c.attributes.get("version"), c.attributes.get("run_id"))
+            if (
+                c.attributes.get("workflow"),
+                c.attributes.get("version"),
+                c.attributes.get("run_id"),
+            )
             == (workflow, version, run_id)
         ]
 
@@ -374,8 +378,16 @@ class Stack:
             self.bigquery_url = f"http://127.0.0.1:{rest}"
             self._process(
                 "bigquery",
-                [sys.executable, "-m", "devstack.bq", "start", f"--rest-port={rest}",
-                 f"--grpc-port={grpc}", f"--project={self.names.project}", "--log-level=warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.bq",
+                    "start",
+                    f"--rest-port={rest}",
+                    f"--grpc-port={grpc}",
+                    f"--project={self.names.project}",
+                    "--log-level=warning",
+                ],
                 {},
             ).start()
 
@@ -438,8 +450,15 @@ class Stack:
         source = ROOT / "functions" / ("registry" if name == "registry" else "event_handler")
         self._process(
             name,
-            [sys.executable, "-m", "functions_framework", "--target=handle",
-             f"--source={source / 'main.py'}", "--host=127.0.0.1", f"--port={port}"],
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--target=handle",
+                f"--source={source / 'main.py'}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
             env,
         ).start()
 
@@ -463,7 +482,9 @@ class Stack:
             self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
         for name, url in (("storage", self.storage_url), ("bigquery", self.bigquery_url)):
             if self.external[name] and not _http_ok(url):
-                raise StackError(f"{name}: the emulator at {url} (from the environment) does not answer")
+                raise StackError(
+                    f"{name}: the emulator at {url} (from the environment) does not answer"
+                )
 
     def _create_resources(self) -> None:
         resources.create_pubsub(self.publisher(), self.subscriber(), self.names)
@@ -514,6 +535,9 @@ class Stack:
     def write_env_file(self) -> Path:
         path = self.state_dir / "env"
         lines = [f"export {k}={v}" for k, v in self.client_env.items()]
-        path.write_text("# source this file to point Google's clients at the local platform\n"
-                        + "\n".join(lines) + "\n")
+        path.write_text(
+            "# source this file to point Google's clients at the local platform\n"
+            + "\n".join(lines)
+            + "\n"
+        )
         return path

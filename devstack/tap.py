@@ -99,7 +99,7 @@ class Tap:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def _handle(self) -> None:
@@ -108,7 +108,11 @@ class Tap:
                 split = urlsplit(self.path)
                 kind = tap._classify(self.command, split.path, split.query)
                 if tap.down:
-                    status, headers, payload = 503, [], b'{"error": {"code": 503, "message": "tap down"}}'
+                    status, headers, payload = (
+                        503,
+                        [],
+                        b'{"error": {"code": 503, "message": "tap down"}}',
+                    )
                 else:
                     fwd = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                     try:

@@ -4,6 +4,7 @@ failures and clean shutdown."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 import os
 import signal
@@ -79,20 +80,35 @@ def test_push_bridge_retries_with_backoff_dead_letters_and_acks(
 ):
     names = stack.names
     topic, sub = names.topic(f"bridge-{unique}"), names.subscription(f"bridge-{unique}")
-    dlq_topic, dlq_sub = names.topic(f"bridge-dlq-{unique}"), names.subscription(f"bridge-dlq-{unique}")
+    dlq_topic, dlq_sub = (
+        names.topic(f"bridge-dlq-{unique}"),
+        names.subscription(f"bridge-dlq-{unique}"),
+    )
     publisher, subscriber = stack.publisher(), stack.subscriber()
     for t, s in ((topic, sub), (dlq_topic, dlq_sub)):
         publisher.create_topic(name=t)
         subscriber.create_subscription(request={"name": s, "topic": t, "ack_deadline_seconds": 600})
     url = f"http://127.0.0.1:{recorder.server_address[1]}/"
-    bridge = PushBridge(subscriber, publisher, sub, url, dlq_topic, max_attempts=4,
-                        min_backoff=0.1, max_backoff=1.0, concurrency=2)
+    bridge = PushBridge(
+        subscriber,
+        publisher,
+        sub,
+        url,
+        dlq_topic,
+        max_attempts=4,
+        min_backoff=0.1,
+        max_backoff=1.0,
+        concurrency=2,
+    )
     bridge.start()
     try:
         ok_id = publisher.publish(topic, b'{"a": 1}', fail_first="2", kind="retried").result(10)
         dead_id = publisher.publish(topic, b"dead", fail_first="99", kind="dead").result(10)
-        poll(lambda: ok_id in bridge.stats.acked and dead_id in bridge.stats.dead_lettered,
-             timeout=30, message="the bridge to ack one message and dead-letter the other")
+        poll(
+            lambda: ok_id in bridge.stats.acked and dead_id in bridge.stats.dead_lettered,
+            timeout=30,
+            message="the bridge to ack one message and dead-letter the other",
+        )
     finally:
         bridge.stop()
 
@@ -103,13 +119,18 @@ def test_push_bridge_retries_with_backoff_dead_letters_and_acks(
         assert headers["Content-Type"] == "application/json"
     ok = by_message[ok_id]
     assert [e["deliveryAttempt"] for _, e in ok] == [1, 2, 3]
-    gaps = [b[0] - a[0] for a, b in zip(ok, ok[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(ok)]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2, f"backoff must grow: {gaps}"
     # The push envelope, key for key, as Pub/Sub sends it.
     envelope = ok[0][1]
     assert set(envelope) == {"message", "subscription", "deliveryAttempt"}
     assert set(envelope["message"]) == {
-        "attributes", "data", "messageId", "message_id", "publishTime", "publish_time",
+        "attributes",
+        "data",
+        "messageId",
+        "message_id",
+        "publishTime",
+        "publish_time",
     }
     assert envelope["subscription"] == sub
     assert envelope["message"]["attributes"] == {"fail_first": "2", "kind": "retried"}
@@ -136,8 +157,9 @@ def test_push_bridge_retries_with_backoff_dead_letters_and_acks(
 
 
 def test_missing_binary_is_named_and_nothing_is_left_running(tmp_path):
-    platform = Stack(state_dir=tmp_path, environ={}, export_env=False,
-                     pstest_binary=Path("/nonexistent/pstest"))
+    platform = Stack(
+        state_dir=tmp_path, environ={}, export_env=False, pstest_binary=Path("/nonexistent/pstest")
+    )
     with pytest.raises(StackError) as info:
         platform.start()
     assert "pubsub" in str(info.value) and "make install" in str(info.value)
@@ -148,13 +170,15 @@ def test_unreachable_external_emulator_is_named(tmp_path):
     from devstack.processes import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
-    platform = Stack(state_dir=tmp_path, environ={"STORAGE_EMULATOR_HOST": dead},
-                     export_env=False)
+    platform = Stack(state_dir=tmp_path, environ={"STORAGE_EMULATOR_HOST": dead}, export_env=False)
     with pytest.raises(StackError) as info:
         platform.start()
     assert "storage" in str(info.value) and dead in str(info.value)
-    poll(lambda: platform.leftover_processes() == [], timeout=10,
-         message="every started process to end")
+    poll(
+        lambda: platform.leftover_processes() == [],
+        timeout=10,
+        message="every started process to end",
+    )
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
@@ -167,8 +191,9 @@ def test_ctrl_c_stops_every_process(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     env.pop("TALLY_BIGQUERY_ENDPOINT", None)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT,
-                            env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True
+    )
     try:
         stack_id = proc.stdout.readline().strip()
         assert stack_id, "the platform did not start"
@@ -177,5 +202,8 @@ def test_ctrl_c_stops_every_process(tmp_path):
         assert proc.wait(60) == 0
     finally:
         proc.kill()
-    poll(lambda: processes_with_stack_id(stack_id) == [], timeout=10,
-         message=f"every process of stack {stack_id} to end")
+    poll(
+        lambda: processes_with_stack_id(stack_id) == [],
+        timeout=10,
+        message=f"every process of stack {stack_id} to end",
+    )

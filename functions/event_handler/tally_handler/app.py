@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tally_handler import __version__ as HANDLER_VERSION
-from tally_handler import faults
 from tally_handler.adapters import (
     CompletionPublisher,
     EventLog,
@@ -26,7 +25,9 @@ from tally_handler.adapters import (
 )
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, MalformedDelivery, parse_delivery
+from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler, Result
+from tally_handler.layout import RunKey, RunOutput
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps, event_row
 
@@ -70,9 +71,9 @@ class App:
             result = Result(Outcome.REJECTED, f"{exc.reason}; the message is acknowledged")
         else:
             notification = delivery.notification
-            result = self._process(handler, delivery, ops)
+            result = self._process(handler, event_log, delivery, ops, received)
 
-        faults.maybe_fail("before_logging")
+        self.config.faults.maybe_fail("before_logging")
         row = event_row(
             delivery=delivery,
             notification=notification,
@@ -95,14 +96,19 @@ class App:
         _log(result.outcome.severity, result.detail, row)
         return status, {"outcome": str(result.outcome), "detail": result.detail}
 
-    def _process(self, handler: Handler, delivery: Delivery, ops: StorageOps) -> Result:
+    def _process(
+        self,
+        handler: Handler,
+        event_log: EventLog,
+        delivery: Delivery,
+        ops: StorageOps,
+        received: datetime,
+    ) -> Result:
         try:
             if delivery.reconcile is not None:
-                from tally_handler.reconcile import reconcile_request
-
-                return reconcile_request(handler, delivery, ops)
+                return self._reconcile(handler, event_log, delivery, ops, received)
             return handler.notification(delivery, ops)
-        except faults.InjectedFault:
+        except InjectedFault:
             raise
         except TransientError as exc:
             return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
@@ -110,17 +116,63 @@ class App:
             _log("ERROR", f"internal error: {exc!r}", {"delivery_id": delivery.delivery_id})
             return Result(Outcome.DEFERRED, f"internal error {type(exc).__name__}: {exc}")
 
+    def _reconcile(
+        self,
+        handler: Handler,
+        event_log: EventLog,
+        delivery: Delivery,
+        ops: StorageOps,
+        received: datetime,
+    ) -> Result:
+        from tally_handler.reconcile import reconcile_request
+
+        def run_event(result: Result, run: RunKey) -> dict[str, Any]:
+            row = event_row(
+                delivery,
+                None,
+                RunOutput(run.workflow, run.version, run.run_id, ""),
+                result.outcome,
+                result.detail,
+                None,
+                run.idempotency_key,
+                received,
+                None,
+                HANDLER_VERSION,
+                row_key=run.key,
+            )
+            row["output_path"] = None
+            return row
+
+        republish = None
+        if self.config.object_events_topic:
+            queue = CompletionPublisher(self.config.project, self.config.object_events_topic)
+            republish = lambda attributes: queue.publish(b"{}", attributes)  # noqa: E731
+        return reconcile_request(
+            handler, delivery, ops, event_log.write_event, run_event, republish
+        )
+
 
 def _detail(detail: str, delivery: Delivery) -> str:
     if delivery.last_attempt and "dead-letter" not in detail:
-        return f"{detail} (last attempt: the next failure sends the message to the dead-letter topic)"
+        return (
+            f"{detail} (last attempt: the next failure sends the message to the dead-letter topic)"
+        )
     return detail
 
 
 def _log(severity: str, message: str, row: dict[str, Any]) -> None:
     """One structured line on stdout; Cloud Logging reads `severity` and `message`."""
-    fields = ("delivery_id", "delivery_attempt", "outcome", "workflow", "version", "run_id",
-              "output_path", "storage_operations", "duration_ms")
+    fields = (
+        "delivery_id",
+        "delivery_attempt",
+        "outcome",
+        "workflow",
+        "version",
+        "run_id",
+        "output_path",
+        "storage_operations",
+        "duration_ms",
+    )
     entry = {"severity": severity, "message": message, "component": "event-handler"}
     entry.update({k: row[k] for k in fields if row.get(k) is not None})
     sys.stdout.write(json.dumps(entry, default=str) + "\n")

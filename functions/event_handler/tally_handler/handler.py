@@ -24,19 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tally_handler import faults, manifest as manifests
+from tally_handler import manifest as manifests
 from tally_handler.adapters import (
     PreconditionFailed,
     RegistryUnavailable,
     StorageGateway,
     UnknownWorkflow,
 )
-from tally_handler.completeness import Complete, Failed, Incomplete, Scan
+from tally_handler.completeness import Complete, Failed, Incomplete, Scan, affects_completeness
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
-from tally_handler.layout import Layout, OutputKind, RunKey, RunOutput, classify
+from tally_handler.layout import OutputKind, RunKey, RunOutput, classify
 from tally_handler.outcomes import Outcome
-from tally_handler.rows import StorageOps
+from tally_handler.rows import StorageOps, run_row
 from tally_handler.spec import Spec
 
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
@@ -104,7 +104,7 @@ class Handler:
         cache: PresenceCache | None = None,
     ) -> None:
         self.config = config
-        self.layout = Layout.parse(config.layout)
+        self.layout = config.layout
         self.storage = storage
         self.spec_for = spec_for
         self.publish = publish
@@ -121,7 +121,7 @@ class Handler:
         if run_output is None:
             return Result(
                 Outcome.IGNORED,
-                f"{n.name!r} does not match the layout {self.config.layout}; write run outputs"
+                f"{n.name!r} does not match the layout {self.layout.template}; write run outputs"
                 " there, or set TALLY_LAYOUT",
             )
         run_key = self.layout.run_key(n.bucket, run_output)
@@ -157,14 +157,22 @@ class Handler:
                 run_output,
                 run_key,
             )
+        if kind is OutputKind.OUTPUT and not affects_completeness(spec, run_output.path):
+            return Result(
+                Outcome.RECORDED,
+                f"{run_output.path!r} is optional: it is listed in the manifest if present when"
+                " the run completes, and never waited for",
+                run_output,
+                run_key,
+            )
         if kind is OutputKind.FAILURE_MARKER:
-            verdict = self._full_listing(spec, run_key, ops, stop_at_missing=False)
+            verdict = self._scan(spec, run_key, "", ops, exhaustive=True)
         else:
             self.cache.add_present(run_key.key, {run_output.path})
             verdict = self._decide(spec, run_key, run_output.path, ops)
-        faults.maybe_fail("after_listing")
+        self.config.faults.maybe_fail("after_listing")
         if isinstance(verdict, Incomplete):
-            return Result(Outcome.RECORDED, verdict.detail, run_output, run_key)
+            return Result(Outcome.RECORDED, verdict.reason, run_output, run_key)
         result = self.announce(delivery, spec, run_key, verdict, ops, Outcome.COMPLETED)
         result.run_output = run_output
         return result
@@ -182,20 +190,25 @@ class Handler:
                 return self._scan(spec, run, own, ops)
             probes += 1
             if not self.storage.exists(run.bucket, run.prefix + path, ops):
-                return Incomplete(missing=path)
+                return Incomplete(f"expected output {path!r} is not in the run folder yet", path)
             self.cache.add_present(run.key, {path})
-        return self._full_listing(spec, run, ops)
+        return self._scan(spec, run, "", ops)  # nothing missing: the whole folder decides
 
-    def _scan(self, spec: Spec, run: RunKey, start_path: str, ops: StorageOps, **kwargs):
-        scan = Scan(spec, start_path, self.config.manifest_name, self.config.failure_marker, **kwargs)
+    def _scan(
+        self, spec: Spec, run: RunKey, start_path: str, ops: StorageOps, exhaustive: bool = False
+    ) -> Complete | Incomplete | Failed:
+        scan = Scan(
+            spec,
+            start_path,
+            self.config.manifest_name,
+            self.config.failure_marker,
+            exhaustive=exhaustive,
+        )
         while (request := scan.next_request()) is not None:
             entries, token = self.storage.list_page(run.bucket, run.prefix, request, ops)
             scan.feed(entries, token)
-        self.cache.add_present(run.key, scan.present_required())
+        assert scan.result is not None
         return scan.result
-
-    def _full_listing(self, spec: Spec, run: RunKey, ops: StorageOps, stop_at_missing=True):
-        return self._scan(spec, run, "", ops, stop_at_missing=stop_at_missing)
 
     # -- announcing ----------------------------------------------------------------------------
     def announce(
@@ -215,20 +228,16 @@ class Handler:
             state = "FAILED"
         else:
             reason, state = None, "COMPLETE"
-        claim = manifests.Claim(
-            delivery_id=delivery.delivery_id,
-            claimant=claimant_of(delivery),
-            claimed_at=manifests.rfc3339(now),
-        )
+        claim = manifests.Claim(delivery.delivery_id, claimant_of(delivery), now)
         manifest = manifests.build_manifest(
             run,
             state=state,
+            status=manifests.Status.CLAIMED,
             outputs=verdict.outputs,
             unexpected=verdict.unexpected,
             failure_reason=reason,
             claim=claim,
             handler_version=self.handler_version,
-            deadline_minutes=spec.deadline_minutes,
         )
         name = run.prefix + self.config.manifest_name
         manifest, extra = manifests.split_manifest(manifest)
@@ -243,11 +252,11 @@ class Handler:
             if isinstance(taken, Result):
                 return taken
             manifest, generation = taken
-        faults.maybe_fail("after_claim")
+        self.config.faults.maybe_fail("after_claim")
 
-        published = manifests.mark_published(manifest, manifests.rfc3339(self.clock()))
+        published = manifests.mark_published(manifest, self.clock())
         self.publish(manifests.to_bytes(published), manifests.completion_attributes(published))
-        faults.maybe_fail("after_publish")
+        self.config.faults.maybe_fail("after_publish")
         try:
             generation = self.storage.write(
                 run.bucket, name, manifests.to_bytes(published), ops, if_generation_match=generation
@@ -260,19 +269,20 @@ class Handler:
                 run_key=run,
                 announced=published,
             )
-        faults.maybe_fail("after_mark")
+        self.config.faults.maybe_fail("after_mark")
         return self._announced(delivery, run, published, generation, outcome)
 
     def _announced(
         self, delivery: Delivery, run: RunKey, published: dict, generation: int, outcome: Outcome
     ) -> Result:
         self.write_run(
-            manifests.run_row(
+            run_row(
                 published,
-                outcome=str(outcome),
-                manifest_generation=generation,
-                delivery_id=delivery.delivery_id,
-                handler_version=self.handler_version,
+                outcome,
+                generation,
+                published["published_at"],
+                delivery.delivery_id,
+                self.handler_version,
             )
         )
         self.cache.add_announced(run.key)
@@ -354,7 +364,9 @@ def claimant_of(delivery: Delivery) -> str:
 
 
 def claim_outcome(manifest: dict) -> str:
-    return manifest.get("outcome") or ("failed" if manifest.get("state") == "FAILED" else "completed")
+    return manifest.get("outcome") or (
+        "failed" if manifest.get("state") == "FAILED" else "completed"
+    )
 
 
 def notification_summary(n: Notification | None) -> str:

@@ -1,0 +1,17 @@
+"""tally's event handler: a pure core (this package) and the I/O adapters around it.
+
+The modules listed here do no I/O and import no Google client, so they are unit-tested without
+servers and keep the function's cold start small:
+
+- ``outcomes``: the outcome vocabulary and how each outcome is acknowledged and logged;
+- ``delivery``: HTTP body + headers -> ``Delivery`` (Pub/Sub push or CloudEvent);
+- ``layout``: object name <-> run output, run keys and prefixes;
+- ``spec``: a workflow version's expected outputs, as the registry returns them;
+- ``completeness``: the listing state machine that decides whether a run is complete;
+- ``manifest``: the manifest tally writes in a run folder, and the completion message attributes;
+- ``rows``: BigQuery rows for the ``events`` and ``runs`` tables;
+- ``faults``: test-only fault injection;
+- ``config``: configuration read once from the environment.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,300 @@
+"""Is a run complete? Decided from listings of the run folder, never from a shared scratch file.
+
+Listings are strongly consistent, so the delivery of the last expected output to be written sees
+every other one: at least one delivery concludes ``Complete``, and the claim makes it one.
+
+Cost. Proving a run incomplete needs only one required path found missing, and a delivery knows
+its own output exists. So a ``Scan`` lists the run folder starting AT its own path (phase 1: from
+``start_path`` to the end), then wraps around (phase 2: from the start up to ``start_path``), walks
+the listing against the sorted required paths, and stops at the first required path proven
+missing: an entry after it was listed without it, or the listing ended without it. Page sizes grow
+8, 32, 128, 512, 1000 (the Storage maximum), so the usual delivery costs one small page and the
+last one lists the whole folder in few pages. For N exact outputs arriving in random order this is
+about 1.2 N list pages per run in total (tests/unit/test_handler_completeness.py simulates it).
+
+A required glob pattern can only be counted over the whole folder, so its deliveries list the
+whole folder once every exact path is present: prefer exact paths for large runs.
+
+``Scan`` is a pure state machine: the adapter performs the ``ListRequest``s it asks for (offsets
+and tokens relative to the run prefix) and feeds back the entries.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tally_handler.layout import TALLY_FOLDER, OutputKind, classify
+from tally_handler.spec import Expected, ExpectedPattern, Spec
+
+FIRST_PAGE_SIZE = 8
+PAGE_GROWTH = 4
+MAX_PAGE_SIZE = 1000  # Cloud Storage's maximum maxResults
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One listed object of a run folder (its latest generation: listings show no others)."""
+
+    path: str  # relative to the run folder
+    generation: int
+    size: int | None = None
+    crc32c: str | None = None
+    md5: str | None = None
+    content_type: str | None = None
+    time_created: str | None = None
+    updated: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """One list page of the run folder; offsets are relative to the run prefix.
+
+    ``start_offset`` is inclusive and ``end_offset`` exclusive, as in the Storage JSON API; send
+    both again with ``page_token`` (Storage requires the same filters on every page).
+    """
+
+    start_offset: str | None
+    end_offset: str | None
+    max_results: int
+    page_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """An output of a run and the expected output it satisfies."""
+
+    entry: Entry
+    expected: Expected
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    outputs: tuple[Output, ...]
+    unexpected: tuple[Entry, ...]  # listed in the manifest; never block completion
+
+
+@dataclass(frozen=True, slots=True)
+class Incomplete:
+    reason: str  # a sentence for the event log's detail
+    missing: str | None = None  # the first required path found missing; None for a pattern count
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The run folder holds the failure marker: the run is announced FAILED, complete or not."""
+
+    marker: Entry  # the adapter reads its content (the workflow's reason)
+    outputs: tuple[Output, ...]
+    unexpected: tuple[Entry, ...]
+    missing: tuple[str, ...]  # required paths absent (all of them, as the whole folder was listed)
+
+
+Result = Complete | Incomplete | Failed
+
+
+class ListingOrderError(ValueError):
+    """Entries arrived out of order: the walk's "missing" proofs would be wrong."""
+
+
+def affects_completeness(spec: Spec, path: str) -> bool:
+    """Whether an object at ``path`` can turn an incomplete run complete (only required outputs
+    can): deliveries of other objects need no scan."""
+    expected = spec.expects(path)
+    return expected is not None and expected.required
+
+
+def _reserved_required_path(
+    required: tuple[str, ...], manifest_name: str, failure_marker: str
+) -> str | None:
+    """A required path the run can never satisfy, found in O(log N): runs scan it per delivery."""
+
+    def has(path: str) -> bool:
+        index = bisect_left(required, path)
+        return index < len(required) and required[index] == path
+
+    under_tally = bisect_left(required, TALLY_FOLDER)
+    if under_tally < len(required) and required[under_tally].startswith(TALLY_FOLDER):
+        return required[under_tally]
+    return next((name for name in (manifest_name, failure_marker) if has(name)), None)
+
+
+@dataclass(slots=True)
+class _Phase:
+    start: str | None  # inclusive
+    end: str | None  # exclusive
+    lo: int  # the phase's required paths: spec.required_paths[lo:hi]
+    hi: int
+
+
+class Scan:
+    """Decide a run's completeness from list pages, starting at ``start_path``.
+
+    ``exhaustive`` lists the whole folder without stopping at the first missing path (for the
+    failure marker's own delivery, which is then implied, and for reconciliation), so a failure
+    marker is found even in a run that will never be complete.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        start_path: str,
+        manifest_name: str,
+        failure_marker: str,
+        *,
+        exhaustive: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.manifest_name = manifest_name
+        self.failure_marker = failure_marker
+        self.exhaustive = exhaustive or start_path == failure_marker
+        self._required = spec.required_paths
+        reserved = _reserved_required_path(self._required, manifest_name, failure_marker)
+        if reserved is not None:
+            raise ValueError(
+                f"spec {spec.workflow}/{spec.version} requires {reserved!r}, a name tally "
+                "reserves (manifest, failure marker or _tally/): rename that output in the spec"
+            )
+        split = bisect_left(self._required, start_path)
+        self._phases = [_Phase(start_path or None, None, split, len(self._required))]
+        if start_path:
+            self._phases.append(_Phase(None, start_path, 0, split))
+        self._phase = 0
+        self._cursor = split  # next required path of the current phase not yet listed
+        self._page_token: str | None = None
+        self._last_path: str | None = None
+        self._listed: list[list[Entry]] = [[] for _ in self._phases]
+        self.result: Result | None = None
+        self.seen_manifest = False
+        self.pages = 0
+        self.entries_listed = 0
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def next_request(self) -> ListRequest | None:
+        if self.result is not None:
+            return None
+        phase = self._phases[self._phase]
+        size = min(FIRST_PAGE_SIZE * PAGE_GROWTH**self.pages, MAX_PAGE_SIZE)
+        return ListRequest(phase.start, phase.end, size, self._page_token)
+
+    def feed(self, entries: Sequence[Entry], next_page_token: str | None) -> None:
+        """Feed the page answering ``next_request()``."""
+        if self.result is not None:
+            raise RuntimeError("the scan is finished; read scan.result")
+        self.pages += 1
+        self.entries_listed += len(entries)
+        phase = self._phases[self._phase]
+        # Anywhere in the page, even past where the walk stops: the lead may go straight to it.
+        self.seen_manifest = self.seen_manifest or any(
+            entry.path == self.manifest_name for entry in entries
+        )
+        past_end = self._walk(entries, phase)
+        if self.result is not None:
+            return
+        if next_page_token and not past_end:
+            self._page_token = next_page_token
+            return
+        if not self.exhaustive and self._cursor < phase.hi:
+            self._missing(self._required[self._cursor])  # the phase ended without it
+            return
+        self._phase += 1
+        self._page_token = None
+        self._last_path = None
+        if self._phase < len(self._phases):
+            self._cursor = self._phases[self._phase].lo
+            return
+        self.result = evaluate(
+            self.spec,
+            [entry for listed in reversed(self._listed) for entry in listed],
+            self.manifest_name,
+            self.failure_marker,
+            start_path=self._phases[0].start or "",
+        )
+
+    def _walk(self, entries: Sequence[Entry], phase: _Phase) -> bool:
+        """Walk one page against the phase's required paths; True when it ran past the phase."""
+        listed = self._listed[self._phase]
+        for entry in entries:
+            path = entry.path
+            if phase.start is not None and path < phase.start:
+                continue  # the listing ignored startOffset (some emulators do)
+            if phase.end is not None and path >= phase.end:
+                return True  # the listing ignored endOffset: the phase is over anyway
+            if self._last_path is not None and path <= self._last_path:
+                raise ListingOrderError(
+                    f"listing returned {path!r} after {self._last_path!r}; Storage lists in "
+                    "lexicographic order, so the adapter must feed pages as they come"
+                )
+            self._last_path = path
+            listed.append(entry)
+            if not self.exhaustive and self._cursor < phase.hi:
+                wanted = self._required[self._cursor]
+                if wanted < path:
+                    self._missing(wanted)  # listed past it: it is not there
+                    return False
+                if wanted == path:
+                    self._cursor += 1
+        return False
+
+    def _missing(self, path: str) -> None:
+        self.result = Incomplete(f"expected output {path!r} is not in the run folder yet", path)
+
+
+def evaluate(
+    spec: Spec,
+    entries: Sequence[Entry],
+    manifest_name: str,
+    failure_marker: str,
+    *,
+    start_path: str = "",
+) -> Result:
+    """The verdict on a whole run folder's entries (sorted by path).
+
+    A required pattern must match exactly ``count`` objects: fewer is not complete yet, more breaks
+    the workflow's contract and is not complete either (the event log and a stalled run say so).
+    """
+    outputs: list[Output] = []
+    unexpected: list[Entry] = []
+    marker: Entry | None = None
+    matches: Counter[ExpectedPattern] = Counter()
+    for entry in entries:
+        kind = classify(entry.path, manifest_name, failure_marker)
+        if kind is OutputKind.FAILURE_MARKER:
+            marker = entry
+        elif kind is OutputKind.OUTPUT:
+            expected = spec.expects(entry.path)
+            if expected is None:
+                unexpected.append(entry)
+            else:
+                outputs.append(Output(entry, expected))
+                if isinstance(expected, ExpectedPattern):
+                    matches[expected] += 1
+    present = {output.entry.path for output in outputs}
+    required = spec.required_paths
+    split = bisect_left(required, start_path)
+    # In scan order (from start_path, wrapping around), as the walk would have found them.
+    missing = tuple(path for path in (*required[split:], *required[:split]) if path not in present)
+    if marker is not None:
+        return Failed(marker, tuple(outputs), tuple(unexpected), missing)
+    if missing:
+        return Incomplete(
+            f"expected output {missing[0]!r} is not in the run folder yet", missing[0]
+        )
+    for pattern in spec.required_patterns:
+        found = matches[pattern]
+        if found < pattern.count:
+            return Incomplete(
+                f"pattern {pattern.pattern!r} matched {found} objects, the spec expects "
+                f"exactly {pattern.count}"
+            )
+        if found > pattern.count:
+            return Incomplete(
+                f"pattern {pattern.pattern!r} matched {found} objects, the spec says exactly "
+                f"{pattern.count}: delete the extra objects or fix the spec's count"
+            )
+    return Complete(tuple(outputs), tuple(unexpected))
