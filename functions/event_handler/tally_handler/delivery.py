@@ -551,7 +551,7 @@ class _Parser:
     # -- CloudEvents ------------------------------------------------------------------------------
 
     def _cloudevent(self, headers: dict[str, str], document: Any) -> Delivery:
-        from cloudevents.http import from_http
+        from cloudevents.http import from_http  # lazy: a small cold start for push deliveries
 
         if document is not None:
             self.object(document, "the structured CloudEvent", "send one event as a JSON object")

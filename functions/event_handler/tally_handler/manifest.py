@@ -54,6 +54,7 @@ class Claim:
         }
 
 
+_TEXT_KEYS = ("run_key", "bucket", "workflow", "version", "run_id", "idempotency_key")
 _REQUIRED_KEYS = (
     "run_key",
     "bucket",
@@ -135,7 +136,12 @@ def _time(value: str | None) -> str | None:
 
 def first_output_time(outputs: Sequence[Entry], unexpected: Sequence[Entry] = ()) -> str | None:
     """Creation time of the run's earliest object (the runs table's first_event_time)."""
-    times = [t for e in (*outputs, *unexpected) if (t := _time(e.time_created)) is not None]
+    times = []
+    for entry in (*outputs, *unexpected):
+        try:
+            times.append(rfc3339(entry.time_created))  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            continue  # unknown or unreadable: the runs table's column must stay a TIMESTAMP
     return min(times, default=None)
 
 
@@ -159,7 +165,13 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     absent = [key for key in _REQUIRED_KEYS if key not in manifest]
     if absent:
         raise ValueError(f"the tally manifest lacks {', '.join(absent)}; {hint}")
-    if manifest["state"] not in set(State) or manifest["status"] not in set(Status):
+    mistyped = [key for key in _TEXT_KEYS if not isinstance(manifest[key], str)]
+    if mistyped:
+        raise ValueError(f"the tally manifest's {', '.join(mistyped)} must be strings; {hint}")
+    state, status = manifest["state"], manifest["status"]
+    if not (isinstance(state, str) and state in set(State)) or not (
+        isinstance(status, str) and status in set(Status)
+    ):
         raise ValueError(
             f"the tally manifest has state {manifest['state']!r} and status "
             f"{manifest['status']!r}; expected {'/'.join(State)} and {'/'.join(Status)}"
@@ -179,7 +191,9 @@ def mark_published(manifest: Mapping[str, Any], at: str | datetime) -> dict[str,
 
 
 def claim_is_stale(manifest: Mapping[str, Any], now: datetime, lease_seconds: float) -> bool:
-    """A claim whose claimant never published within the lease may be taken over."""
+    """A claim whose claimant never published within the lease may be taken over.
+
+    ``manifest`` comes from ``parse_manifest``; ``now`` is an aware datetime."""
     if manifest["status"] != Status.CLAIMED:
         return False
     claimed_at = datetime.fromisoformat(rfc3339(manifest["claim"]["claimed_at"]))

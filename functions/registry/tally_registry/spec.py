@@ -1,0 +1,327 @@
+"""Spec format: strict JSON parsing, JSON Schema + semantic validation, canonical JSON, globs.
+
+A spec lists a workflow version's expected outputs: an exact `path`, or a glob `pattern` with the
+exact `count` of objects it must match. jsonschema is imported on first validation only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec.schema.json"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+MANIFEST_NAME = "output.json"
+FAILURE_MARKER = "_FAILED"
+RESERVED_PREFIX = "_tally/"
+
+Problem = dict[str, str]  # {"pointer": JSON pointer, "message": what is wrong and what to do}
+
+_validator_lock = threading.Lock()
+_validator: Any = None
+
+
+class GlobError(ValueError):
+    """A pattern that is not a valid glob of tally's dialect (see compile_glob)."""
+
+
+class JsonError(ValueError):
+    """A body that is not strict JSON (syntax, duplicate keys, NaN/Infinity)."""
+
+
+def is_valid_name(name: str) -> bool:
+    """Workflow and version names: `[A-Za-z0-9._-]{1,100}`, except `.` and `..`."""
+    return NAME_RE.fullmatch(name) is not None and name not in (".", "..")
+
+
+def pointer(path: Any) -> str:
+    """JSON pointer (RFC 6901) of a path of keys and indexes; the root is ``""``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise JsonError(f"duplicate key {key!r}: each key may appear once in an object")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not valid JSON: use a number or null")
+
+
+def loads_strict(data: bytes) -> Any:
+    """Parse a UTF-8 JSON body, refusing duplicate keys and NaN/Infinity (not JSON)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonError(f"the body is not UTF-8 (byte {exc.start}): send UTF-8 JSON") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        # "\ud800" escapes parse to lone surrogates, which no UTF-8 name or body can hold.
+        json.dumps(doc, ensure_ascii=False).encode()
+    except json.JSONDecodeError as exc:
+        raise JsonError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise JsonError("the JSON document is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise JsonError(
+            "the JSON holds an unpaired surrogate escape such as \\ud800: send valid Unicode"
+        ) from None
+    return doc
+
+
+def canonical_json(doc: Any) -> bytes:
+    """One byte string per JSON value: sorted keys, no whitespace, UTF-8."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (from a "\ud800" escape) has no UTF-8
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def normalize(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with defaults filled in (`required: true`) and integral floats as ints.
+
+    Two bodies that mean the same spec normalize to the same canonical JSON, which is what
+    idempotent registration compares.
+    """
+    out = {k: v for k, v in spec.items() if k != "$schema"}
+    if isinstance(out.get("deadline_minutes"), float):
+        out["deadline_minutes"] = int(out["deadline_minutes"])
+    entries = []
+    for entry in spec.get("expected_outputs", []):
+        e = dict(entry)
+        e.setdefault("required", True)
+        if isinstance(e.get("count"), float):
+            e["count"] = int(e["count"])
+        entries.append(e)
+    out["expected_outputs"] = entries
+    return out
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile tally's glob dialect (the event handler's), matched against a whole path relative
+    to the run folder.
+
+    `*` matches any run of characters except `/`; `?` one character except `/`; `**` any run
+    including `/`, and a whole `**/` segment zero or more folders (`a/**/b` matches `a/b`);
+    `[abc]`, `[a-z]`, `[!abc]` or `[^abc]` one character (never `/`) from, or not from, the
+    class; a `]` first in a class is a member. Other characters are literal. A pattern without
+    a wildcard is refused: an exact name is a `path`.
+    """
+    out: list[str] = []
+    wild = False
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
+            out.append("(?:.*/)?")
+            i += 3
+            wild = True
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            wild = True
+            continue
+        if c == "*":
+            out.append("[^/]*")
+            wild = True
+        elif c == "?":
+            out.append("[^/]")
+            wild = True
+        elif c == "[":
+            i = _compile_class(pattern, i, out)
+            wild = True
+        else:
+            out.append(re.escape(c))
+        i += 1
+    if not wild:
+        raise GlobError("no wildcard ('*', '?' or '[...]'): use 'path' for an exact object name")
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _compile_class(pattern: str, start: int, out: list[str]) -> int:
+    """Append the regex of the class opening at `start`; return the index of its `]`."""
+    j = start + 1
+    negate = j < len(pattern) and pattern[j] in "!^"
+    if negate:
+        j += 1
+    end = j + 1 if j < len(pattern) and pattern[j] == "]" else j
+    end = pattern.find("]", end)
+    if end < 0:
+        raise GlobError(
+            f"unclosed '[' at position {start}: close the character class with ']' "
+            "(write '[[]' for a literal '[')"
+        )
+    body = pattern[j:end]
+    if "/" in body:
+        raise GlobError("a character class cannot contain '/': classes match within a segment")
+    parts: list[str] = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            lo, hi = body[k], body[k + 2]
+            if lo > hi:
+                raise GlobError(f"reversed range '{lo}-{hi}' in a class: write '{hi}-{lo}'")
+            parts.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            k += 3
+        else:
+            parts.append(re.escape(body[k]))
+            k += 1
+    out.append(("[^/" if negate else "[") + "".join(parts) + "]")
+    return end
+
+
+def _validator_instance() -> Any:
+    global _validator  # noqa: PLW0603 - built once, on first use, to keep cold start light
+    with _validator_lock:
+        if _validator is None:
+            import jsonschema  # lazy: about 100 ms of imports, paid by the first validation
+
+            schema = json.loads(SCHEMA_PATH.read_text())
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            _validator = cls(schema)
+        return _validator
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _schema_problems(doc: Any) -> list[Problem]:
+    problems = []
+    for err in _validator_instance().iter_errors(doc):
+        messages = err.schema.get("x-messages", {}) if isinstance(err.schema, dict) else {}
+        message = messages.get(err.validator) or err.message
+        if err.validator == "additionalProperties" and message != err.message:
+            message = f"{err.message}; {message}"  # keep jsonschema's naming of the field
+        where = pointer(err.absolute_path)
+        if err.validator == "required" and not messages.get("required"):
+            message = err.message.replace("is a required property", "is required")
+        problems.append({"pointer": where, "message": message})
+    return problems
+
+
+def _name_problems(name: str, where: str, kind: str) -> list[Problem]:
+    """Problems of a `path` or `pattern` as a name relative to the run folder."""
+    problems: list[Problem] = []
+
+    def add(message: str) -> None:
+        problems.append({"pointer": where, "message": message})
+
+    if name.startswith("/"):
+        add(f"{kind} {name!r} is absolute: write it relative to the run folder (no leading '/')")
+        return problems
+    segments = name.split("/")
+    if ".." in segments:
+        add(f"{kind} {name!r} has a '..' segment: outputs live inside the run folder")
+    if "." in segments:
+        add(f"{kind} {name!r} has a '.' segment: remove it")
+    if "" in segments:
+        add(f"{kind} {name!r} has an empty segment ('//' or a trailing '/'): remove it")
+    if name == MANIFEST_NAME:
+        add(f"{kind} {name!r} is the manifest tally writes in every run folder: rename the output")
+    if name == FAILURE_MARKER:
+        add(f"{kind} {name!r} is the failure marker, not an output: remove the entry")
+    if name == RESERVED_PREFIX[:-1] or name.startswith(RESERVED_PREFIX):
+        add(f"{kind} {name!r} is under '_tally/', which tally reserves for its own objects")
+    return problems
+
+
+def _pattern_problems(pattern: str, where: str) -> tuple[list[Problem], re.Pattern[str] | None]:
+    problems = _name_problems(pattern, where, "pattern")
+    try:
+        rx = compile_glob(pattern)
+    except GlobError as exc:
+        return [*problems, {"pointer": where, "message": f"invalid glob {pattern!r}: {exc}"}], None
+    if not problems:
+        for reserved in (MANIFEST_NAME, FAILURE_MARKER):
+            if rx.match(reserved):
+                problems.append(
+                    {
+                        "pointer": where,
+                        "message": f"pattern {pattern!r} matches {reserved!r}, which tally "
+                        "writes or reads itself: narrow the pattern",
+                    }
+                )
+    return problems, rx
+
+
+def _semantic_problems(doc: Any) -> list[Problem]:
+    """Checks JSON Schema cannot express; tolerant of documents that also fail the schema."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("expected_outputs"), list):
+        return []
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    paths: dict[str, int] = {}
+    globs: list[tuple[int, str, re.Pattern[str]]] = []
+    for i, entry in enumerate(doc["expected_outputs"]):
+        if not isinstance(entry, dict):
+            continue
+        for kind in ("path", "pattern"):
+            name = entry.get(kind)
+            if not isinstance(name, str) or not name:
+                continue
+            where = f"/expected_outputs/{i}/{kind}"
+            if (kind, name) in seen:
+                problems.append(
+                    {
+                        "pointer": where,
+                        "message": f"duplicate {kind} {name!r} (also entry {seen[kind, name]}): "
+                        "list it once",
+                    }
+                )
+            seen.setdefault((kind, name), i)
+            if kind == "path":
+                problems += _name_problems(name, where, kind)
+                paths.setdefault(name, i)
+            else:
+                found, rx = _pattern_problems(name, where)
+                problems += found
+                if rx is not None:
+                    globs.append((i, name, rx))
+    # A path that a pattern also matches would count twice: completeness would be ambiguous.
+    for path, i in paths.items():
+        for j, pattern, rx in globs:
+            if rx.match(path):
+                problems.append(
+                    {
+                        "pointer": f"/expected_outputs/{i}/path",
+                        "message": f"path {path!r} also matches pattern {pattern!r} (entry {j}): "
+                        "an object may satisfy one entry only; narrow the pattern or drop the path",
+                    }
+                )
+    return problems
+
+
+def validate(doc: Any) -> list[Problem]:
+    """Every problem of a spec document, sorted by pointer; empty when the spec is valid."""
+    problems = _schema_problems(doc) + _semantic_problems(doc)
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for p in problems:
+        key = (p["pointer"], p["message"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return sort_problems(unique)
+
+
+def sort_problems(problems: list[Problem]) -> list[Problem]:
+    """By JSON pointer, numeric segments as numbers; stable within one pointer."""
+    return sorted(problems, key=lambda p: _pointer_key(p["pointer"]))
+
+
+def _pointer_key(ptr: str) -> list[tuple[int, int, str]]:
+    # Numeric segments sort as numbers: /expected_outputs/2 before /expected_outputs/10.
+    return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in ptr.split("/")[1:]]

@@ -1,0 +1,103 @@
+"""Helpers for tests that drive runs through the whole local platform."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import random
+from typing import Any
+
+import requests
+
+from devstack import sample
+from tests.conftest import poll
+
+
+def register(stack: Any, spec: dict[str, Any]) -> None:
+    """Register a workflow version over HTTP, as an authorised writer."""
+    url = f"{stack.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
+    resp = requests.put(
+        url,
+        data=json.dumps(spec),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {stack.mint_token()}",
+        },
+        timeout=30,
+    )
+    assert resp.status_code in (200, 201), resp.text
+
+
+def spec_with(workflow: str, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "workflow": workflow,
+        "version": version,
+        "description": "test workflow",
+        "expected_outputs": [
+            {"path": "a.txt"},
+            {"path": "dir/b.txt"},
+            {"path": "c.csv"},
+            {"pattern": "shards/part-*.parquet", "count": 3},
+            {"path": "optional.log", "required": False},
+        ],
+    }
+    spec.update(extra)
+    return spec
+
+
+def write_outputs(
+    stack: Any, prefix: str, paths: list[str], writers: int = 8, content: bytes = b"x"
+) -> None:
+    bucket = stack.storage_client().bucket(stack.outputs_bucket)
+    with cf.ThreadPoolExecutor(writers) as pool:
+        list(pool.map(lambda p: bucket.blob(prefix + p).upload_from_string(content), paths))
+
+
+def run_paths(spec: dict[str, Any], seed: int) -> list[str]:
+    return sample.shuffled(sample.output_paths(spec), random.Random(seed))
+
+
+def duplicate_notification(stack: Any, object_name: str, copies: int = 1) -> None:
+    """Publish the finalize notification of an existing object again (at-least-once delivery)."""
+    blob = stack.storage_client().bucket(stack.outputs_bucket).get_blob(object_name)
+    data = json.dumps({**blob._properties, "kind": "storage#object"}).encode()
+    attributes = {
+        "bucketId": stack.outputs_bucket,
+        "objectId": object_name,
+        "objectGeneration": str(blob.generation),
+        "eventType": "OBJECT_FINALIZE",
+        "eventTime": blob.time_created.isoformat().replace("+00:00", "Z"),
+        "payloadFormat": "JSON_API_V1",
+    }
+    for _ in range(copies):
+        stack.publish_object_event(data, attributes)
+
+
+def events(stack: Any, where: str) -> list[dict[str, Any]]:
+    return stack.query(
+        f"SELECT * FROM `${{dataset}}.events` WHERE {where} ORDER BY received_time", timeout=20
+    )
+
+
+def wait_announced(stack: Any, workflow: str, version: str, run_id: str, timeout: float = 60):
+    return poll(
+        lambda: stack.completions.for_run(workflow, version, run_id),
+        timeout=timeout,
+        message=f"an announcement of {workflow}/{version}/{run_id}",
+    )
+
+
+def manifest(stack: Any, prefix: str) -> dict[str, Any] | None:
+    blob = stack.storage_client().bucket(stack.outputs_bucket).get_blob(prefix + "output.json")
+    return None if blob is None else json.loads(blob.download_as_bytes())
+
+
+def wait_idle(stack: Any, timeout: float = 60) -> None:
+    """The bridge has nothing in flight or waiting, several times in a row."""
+    streak = {"n": 0}
+
+    def quiet() -> bool:
+        streak["n"] = streak["n"] + 1 if stack.bridge.idle() else 0
+        return streak["n"] >= 10
+
+    poll(quiet, timeout=timeout, interval=0.05, message="the push bridge to go idle")
