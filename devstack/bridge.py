@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class BridgeStats:
     attempts: list[Attempt] = field(default_factory=list)
     acked: set[str] = field(default_factory=set)
     dead_lettered: set[str] = field(default_factory=set)
+    suppressed: set[str] = field(default_factory=set)
 
 
 def push_envelope(message: Any, subscription: str, attempt: int) -> dict[str, Any]:
@@ -96,6 +98,9 @@ class PushBridge:
         self._local = threading.local()
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
+        # Tests set this to lose notifications on purpose (a notification that was never sent):
+        # a message it returns True for is acknowledged without being delivered.
+        self.suppress: Callable[[Any], bool] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -178,6 +183,11 @@ class PushBridge:
 
     def _deliver(self, held: _Held) -> None:
         try:
+            if self.suppress is not None and self.suppress(held.message):
+                self._ack(held)
+                with self._lock:
+                    self.stats.suppressed.add(held.message.message_id)
+                return
             held.attempt += 1
             envelope = push_envelope(held.message, self.subscription, held.attempt)
             try:

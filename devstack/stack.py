@@ -429,6 +429,10 @@ class Stack:
             "STORAGE_EMULATOR_HOST": self.storage_url,
         }
 
+    def handler_process_env(self) -> dict[str, str]:
+        """The event handler's environment: what Terraform sets, pointed at this platform."""
+        return self._handler_env()
+
     def _handler_env(self) -> dict[str, str]:
         env = {
             "TALLY_PROJECT": self.names.project,
@@ -509,6 +513,14 @@ class Stack:
             self.subscriber(), self.names.subscription(self.names.completions_subscription)
         )
         self.completions.start()
+        # As the cloud's scheduler job does: reconcile what an emulator the user kept running
+        # holds. Waiting for it also warms the handler up (its clients are made on first use).
+        request = self.publish_object_event(b"{}", {"tally-request": "reconcile"})
+        deadline = time.monotonic() + 60
+        while request not in self.bridge.stats.acked:
+            if time.monotonic() > deadline:
+                raise self._processes["handler"].failure("did not process the start-up reconcile")
+            time.sleep(0.02)
 
     def restart_handler(self, env: dict[str, str] | None = None) -> None:
         """Restart the event handler with extra environment (e.g. TALLY_FAULTS); None resets."""

@@ -41,7 +41,7 @@ class App:
         self._handler: Handler | None = None
         self._event_log: EventLog | None = None
 
-    def _wire(self) -> tuple[Handler, EventLog]:
+    def wire(self) -> tuple[Handler, EventLog]:
         with self._lock:
             if self._handler is None or self._event_log is None:
                 c = self.config
@@ -61,7 +61,7 @@ class App:
     def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
         received = datetime.now(UTC)
         started = time.perf_counter()
-        handler, event_log = self._wire()
+        handler, event_log = self.wire()
         ops = StorageOps()
         notification = None
         try:

@@ -27,6 +27,7 @@ from tally_handler.handler import Handler, Result
 from tally_handler.layout import TALLY_FOLDER, RunKey
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps
+from tally_handler.spec import Spec
 
 STALLED_MARKER = TALLY_FOLDER + "stalled"
 LIST_PAGE = 1000
@@ -176,10 +177,23 @@ def _reconcile_run(
         return  # an earlier reconciliation logged it
     report.stalled.append(run.key)
     detail = (
-        f"past its {spec.deadline_minutes}-minute deadline since {deadline.isoformat()}:"
-        f" {verdict.reason}"
+        f"past its {spec.deadline_minutes}-minute deadline since {deadline.isoformat()};"
+        f" missing: {', '.join(missing_outputs(spec, entries))}"
     )
     report.results.append((run, Result(Outcome.STALLED, detail, run_key=run)))
+
+
+def missing_outputs(spec: Spec, entries: list[Entry], limit: int = 20) -> list[str]:
+    """What a run still lacks: required paths, then patterns short of their count."""
+    present = {entry.path for entry in entries}
+    missing = [path for path in spec.required_paths if path not in present]
+    for pattern in spec.required_patterns:
+        found = sum(pattern.matches(path) for path in present)
+        if found != pattern.count:
+            missing.append(f"{pattern.pattern} ({found} of {pattern.count})")
+    if len(missing) > limit:
+        missing = [*missing[:limit], f"and {len(missing) - limit} more"]
+    return missing
 
 
 def reconcile_request(
