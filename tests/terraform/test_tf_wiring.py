@@ -214,11 +214,7 @@ def test_deletion_protection_defaults_to_true() -> None:
     assert re.search(r"deletion_protection\s*=\s*optional\(bool,\s*true\)", text)
 
 
-@pytest.mark.skip(reason="needs event handler row builder")
-def test_code_rows_insert_into_emulator() -> None:
-    """TODO(lead): build one row of each outcome with the event handler's row builder, create the
-    `events` and `runs` tables in the BigQuery emulator from the same schema files (the `stack`
-    fixture), insert the rows with insertAll and assert there is no insert error."""
+# The code's rows against those schemas, in the emulator: tests/integration/test_schema_contract.py
 
 
 def test_views_come_from_the_sql_files(module: tfmodel.Module) -> None:
