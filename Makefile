@@ -66,5 +66,12 @@ bench-quick: install  ## a smoke run of the benchmarks
 chaos: install  ## the chaos run at scale (1,000 runs), fuzzing and security checks
 	$(PY) -m tests.chaos --runs 1000
 
+fuzz: install  ## schemathesis against the registry's OpenAPI document, a long run (~5 min)
+	TALLY_SCHEMATHESIS_MAX_EXAMPLES=1000 TALLY_SCHEMATHESIS_MAX_TIME=300 \
+	  $(PY) -m pytest tests/integration/test_registry_http.py -k schemathesis
+
+docs: $(VENV)/.installed  ## regenerate terraform/README.md's variables and outputs tables
+	$(PY) tools/tfdoc.py terraform
+
 clean:  ## remove the virtualenv, build cache and platform state
 	rm -rf $(VENV) $(BUILD) .devstack
