@@ -32,9 +32,11 @@ $(PSTEST): devstack/pstest/main.go $(BUILD)/.apt
 	cd devstack/pstest && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/$(BUILD)/gocache \
 	  go build -o $(CURDIR)/$(PSTEST) main.go
 
-$(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt
+$(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@# editable: the tally CLI reads bigquery/queries/ and functions/event_handler/ from the checkout
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 run: install  ## start the local platform, run the demo, keep serving until Ctrl-C

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -93,7 +95,8 @@ def _follow(stack: Stack, version: str, run_id: str, expected_rows: int) -> list
                     f"  {row['outcome']:<17} {row['output_path'] or '-':<28} {row['detail'] or ''}"
                 )
         completions = stack.completions.for_run(DEMO_WORKFLOW, version, run_id)
-        if len(seen) >= expected_rows and completions:
+        outputs_logged = sum(row["outcome"] != "ignored" for row in rows)
+        if outputs_logged >= expected_rows and completions:
             break
         time.sleep(0.3)
     return completions
@@ -126,6 +129,21 @@ def _show_query(stack: Stack, run_id: str) -> None:
         _say(f"       {row['outcome']:<18} {row['deliveries']}")
 
 
+def _show_status(stack: Stack, run: str) -> None:
+    _say(f"\n7. tally status {run}")
+    env = {**os.environ, **stack.client_env, "COLUMNS": "180"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tally_cli", "status", run],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    for line in (done.stdout + done.stderr).rstrip().splitlines():
+        _say(f"     {line}")
+
+
 def demo(stack: Stack, seed: int = 7, pause: float = 0.3) -> bool:
     """Write a sample run, follow its deliveries, show the announcement; True if announced once."""
     spec = _show_spec(stack)
@@ -145,6 +163,7 @@ def demo(stack: Stack, seed: int = 7, pause: float = 0.3) -> bool:
     _say(f"     {(first.received_at - wrote_at) * 1000:.0f} ms after the last output was written")
     _show_manifest(stack, prefix)
     _show_query(stack, run_id)
+    _show_status(stack, f"{DEMO_WORKFLOW}/{version}/{run_id}")
 
     keys = {c.attributes.get("idempotency_key") for c in completions}
     _say(f"\nRun {run_id} announced {'exactly once' if len(keys) == 1 else f'{len(keys)} times'}.")

@@ -277,7 +277,10 @@ class Stack:
         from google.api_core.retry import Retry
 
         sql = sql.replace("${dataset}", f"{self.names.project}.{self.names.dataset}")
-        job = self.bigquery_client().query(sql, retry=Retry(timeout=timeout), timeout=timeout)
+        # job_retry=None: the client would otherwise re-run a failing query for ten minutes.
+        job = self.bigquery_client().query(
+            sql, retry=Retry(timeout=timeout), job_retry=None, timeout=timeout
+        )
         return [dict(row.items()) for row in job.result(timeout=timeout)]
 
     def mint_token(
@@ -546,7 +549,8 @@ class Stack:
 
     def write_env_file(self) -> Path:
         path = self.state_dir / "env"
-        lines = [f"export {k}={v}" for k, v in self.client_env.items()]
+        env = {**self.client_env, "TALLY_REGISTRY_TOKEN": self.mint_token(expires_in=12 * 3600)}
+        lines = [f"export {k}={v}" for k, v in env.items()]
         path.write_text(
             "# source this file to point Google's clients at the local platform\n"
             + "\n".join(lines)

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,11 +25,19 @@ from tally_handler.adapters import (
     TransientError,
 )
 from tally_handler.config import Config
-from tally_handler.delivery import Delivery, MalformedDelivery, parse_delivery
+from tally_handler.delivery import (
+    Delivery,
+    MalformedDelivery,
+    Reconcile,
+    Source,
+    parse_delivery,
+    rfc3339,
+)
 from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler, Result
 from tally_handler.layout import RunKey, RunOutput
 from tally_handler.outcomes import Outcome
+from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -126,30 +135,61 @@ class App:
     ) -> Result:
         from tally_handler.reconcile import reconcile_request
 
-        def run_event(result: Result, run: RunKey) -> dict[str, Any]:
-            row = event_row(
-                delivery,
-                None,
-                RunOutput(run.workflow, run.version, run.run_id, ""),
-                result.outcome,
-                result.detail,
-                None,
-                run.idempotency_key,
-                received,
-                None,
-                HANDLER_VERSION,
-                row_key=run.key,
-            )
-            row["output_path"] = None
-            return row
-
         republish = None
         if self.config.object_events_topic:
             queue = CompletionPublisher(self.config.project, self.config.object_events_topic)
             republish = lambda attributes: queue.publish(b"{}", attributes)  # noqa: E731
         return reconcile_request(
-            handler, delivery, ops, event_log.write_event, run_event, republish
+            handler,
+            delivery,
+            ops,
+            event_log.write_event,
+            lambda result, run: run_event(delivery, result, run, received),
+            republish,
         )
+
+    def reconcile_locally(
+        self, prefix: str | None, page_token: str | None, max_runs: int, dry_run: bool
+    ) -> ReconcileReport:
+        """One page of reconciliation in this process (`tally reconcile --local`), logged."""
+        from tally_handler.reconcile import reconcile_runs
+
+        handler, event_log = self.wire()
+        now = datetime.now(UTC)
+        delivery = Delivery(
+            Source.PUBSUB_PUSH,
+            f"cli-{uuid.uuid4().hex[:16]}",
+            publish_time=rfc3339(now),
+            reconcile=Reconcile(prefix, page_token),
+        )
+        bucket = self.config.outputs_bucket
+        report = reconcile_runs(
+            handler, delivery, bucket, prefix, page_token, max_runs, StorageOps(), dry_run=dry_run
+        )
+        for run, result in report.results:
+            event_log.write_event(run_event(delivery, result, run, now))
+        return report
+
+
+def run_event(
+    delivery: Delivery, result: Result, run: RunKey, received: datetime
+) -> dict[str, Any]:
+    """The row of one run that reconciliation acted on (one of several rows of a request)."""
+    row = event_row(
+        delivery,
+        None,
+        RunOutput(run.workflow, run.version, run.run_id, ""),
+        result.outcome,
+        result.detail,
+        None,
+        run.idempotency_key,
+        received,
+        None,
+        HANDLER_VERSION,
+        row_key=run.key,
+    )
+    row["output_path"] = None
+    return row
 
 
 def _detail(detail: str, delivery: Delivery) -> str:

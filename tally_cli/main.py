@@ -1,0 +1,549 @@
+"""The `tally` command line.
+
+Exit codes:
+  0  success
+  1  a check failed: the run is not found (or not COMPLETE with --require-complete), a spec was
+     refused (conflict, invalid, unauthorized), a workflow is unknown
+  2  usage: bad arguments or missing configuration
+  3  a dependency failed or is unreachable: registry, Storage, Pub/Sub, BigQuery
+
+Configuration: flags, then environment variables (TALLY_PROJECT, TALLY_DATASET,
+TALLY_REGISTRY_URL, TALLY_REGISTRY_TOKEN, TALLY_OUTPUTS_BUCKET, TALLY_OBJECT_EVENTS_TOPIC,
+TALLY_DEAD_LETTER_SUBSCRIPTION, STORAGE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST,
+TALLY_BIGQUERY_ENDPOINT), then .devstack/env (written by `make run`), then defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tally_cli import config, output
+from tally_cli.clients import Clients
+from tally_cli.errors import EXIT_CHECK_FAILED, ConfigError, TallyError
+
+app = typer.Typer(
+    name="tally",
+    help="Operate tally: workflow specs, run status, the event log, reconciliation, replay.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
+F = TypeVar("F", bound=Callable[..., Any])
+_DURATION = re.compile(r"(\d+)([smhdw])")
+EMPTY = "''"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def command(func: F) -> F:
+    """Expected failures become one line on stderr and their exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TallyError as exc:
+            output.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: typer.Context) -> config.Settings:
+    return ctx.ensure_object(dict)["settings"]
+
+
+def _clients(ctx: typer.Context) -> Clients:
+    return Clients(_settings(ctx))
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `30m`, `2h`, `7d`, `1w`, `1h30m` -> seconds."""
+    text = text.strip().lower()
+    if not text or _DURATION.sub("", text):
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 30m, 2h, 7d or 1h30m")
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Project (TALLY_PROJECT).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="BigQuery dataset (TALLY_DATASET).")] = None,
+    registry_url: Annotated[
+        str | None, typer.Option(help="Registry base URL (TALLY_REGISTRY_URL).")
+    ] = None,
+    bucket: Annotated[
+        str | None, typer.Option(help="Outputs bucket (TALLY_OUTPUTS_BUCKET).")
+    ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(help="Read settings from this file (default: .devstack/env if present)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for any one dependency call.  [default: 30]"),
+    ] = None,
+) -> None:
+    """Operate tally: workflow specs, run status, the event log, reconciliation, replay.
+
+    Exit codes: 0 ok, 1 a check failed, 2 usage or configuration, 3 a dependency unreachable.
+    """
+    flags = {
+        "project": project,
+        "dataset": dataset,
+        "registry_url": registry_url,
+        "outputs_bucket": bucket,
+        "timeout": timeout,
+    }
+    try:
+        settings = config.load(flags, env_file=env_file)
+    except TallyError as exc:
+        output.error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    ctx.ensure_object(dict)["settings"] = settings
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def register(
+    ctx: typer.Context,
+    files: Annotated[
+        list[Path], typer.Argument(help="Spec files (or folders of them): workflows/<w>/<v>.json.")
+    ],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="ID token for the registry (TALLY_REGISTRY_TOKEN; default: google-auth)."
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Register workflow versions (PUT to the registry); idempotent: unchanged specs are fine.
+
+    Exit 1 when any spec is refused (conflict with a registered version, invalid, unauthorized).
+    """
+    from tally_cli.registry import Registry, spec_files
+
+    settings = _settings(ctx)
+    if token:
+        settings.registry_token = token
+        settings.sources["registry_token"] = "--token"  # noqa: S105 (a source name)
+    paths = spec_files(files)
+    registry = Registry(settings)
+    results = []
+    with output.progress("registering", len(paths), not json_out) as advance:
+        for path in paths:
+            results.append(registry.register(path))
+            advance(advance=1)
+    if json_out:
+        output.emit_json({"results": [r.to_json() for r in results]})
+    else:
+        for r in results:
+            mark = "[green]ok[/]" if r.ok else "[red]refused[/]"
+            output.out.print(f"{mark} {r.file}: {r.result} - {r.message}", markup=True)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@command
+def workflows(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """List the workflows the registry knows, with their versions and default."""
+    from tally_cli.registry import Registry
+
+    items = Registry(_settings(ctx)).workflows()
+    if json_out:
+        output.emit_json({"workflows": items})
+        return
+    rows = [{**w, "versions": ", ".join(w.get("versions", []))} for w in items]
+    output.table(rows, ["workflow", "versions", "default_version", "default_source"], "workflows")
+
+
+@app.command()
+@command
+def workflow(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Workflow name.")],
+    version: Annotated[
+        str | None, typer.Option(help="Show this version's spec (default: the default version).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one workflow: its versions, default, and a version's expected outputs."""
+    from tally_cli.errors import CheckFailed
+    from tally_cli.registry import Registry
+
+    registry = Registry(_settings(ctx))
+    info = registry.workflow(name)
+    chosen = version or info.get("default_version")
+    spec = registry.spec(name, chosen) if chosen else None
+    if version and spec is None:
+        raise CheckFailed(
+            f"workflow {name} has no version {version}; registered: "
+            f"{', '.join(info.get('versions', []))}"
+        )
+    if json_out:
+        output.emit_json({**info, "spec": spec})
+        return
+    output.out.print(
+        f"{name}: versions {', '.join(info.get('versions', []))}; default "
+        f"{info.get('default_version')} ({info.get('default_source')})"
+    )
+    if spec:
+        deadline = spec.get("deadline_minutes")
+        output.out.print(
+            f"version {chosen}: {spec.get('description', '')}"
+            + (f" (deadline {deadline} min)" if deadline else "")
+        )
+        rows = [
+            {
+                "expected": e.get("path") or e.get("pattern"),
+                "count": e.get("count", 1),
+                "required": e.get("required", True),
+                "description": e.get("description"),
+            }
+            for e in spec.get("expected_outputs", [])
+        ]
+        output.table(rows, ["expected", "count", "required", "description"])
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def status(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(metavar="WORKFLOW/VERSION/RUN_ID", help="The run to show.")],
+    require_complete: Annotated[
+        bool,
+        typer.Option("--require-complete", help="Exit 1 unless the run is COMPLETE (scripts)."),
+    ] = False,
+    all_outputs: Annotated[
+        bool, typer.Option("--all", help="List every present output, not the first 20.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """A run's state, its present and missing outputs, manifest and delivery history."""
+    from tally_cli.errors import CheckFailed
+    from tally_cli.registry import Registry
+    from tally_cli.status import RunStatus, parse_run
+
+    try:
+        parse_run(run)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RUN") from None
+    settings = _settings(ctx)
+    registry = Registry(settings) if settings.registry_url else None
+    with output.progress("listing the run folder", None, not json_out) as update:
+        doc = RunStatus(_clients(ctx), registry).collect(run, lambda n: update(completed=n))
+    if json_out:
+        output.emit_json(doc)
+    else:
+        _print_status(doc, all_outputs)
+    if require_complete and doc["state"] != "COMPLETE":
+        raise CheckFailed(f"run {doc['run']} is {doc['state']}, not COMPLETE")
+
+
+def _print_status(doc: dict[str, Any], all_outputs: bool) -> None:
+    say = output.out.print
+    colour = {"COMPLETE": "green", "FAILED": "red", "STALLED": "yellow"}.get(doc["state"], "cyan")
+    say(f"run {doc['run']}  [bold {colour}]{doc['state']}[/]", markup=True)
+    say(f"folder gs://{doc['bucket']}/{doc['prefix']}")
+    spec = doc["spec"]
+    if spec:
+        deadline = spec.get("deadline_minutes")
+        say(
+            f"spec   {spec['workflow']} {spec['version']}"
+            + (
+                f", deadline {deadline} min" + (" (past it)" if doc["past_deadline"] else "")
+                if deadline
+                else ""
+            )
+        )
+    else:
+        say(f"spec   unknown: {doc['spec_problem']}")
+    outputs = doc["outputs"]
+    say(
+        f"outputs {len(outputs['present'])} present, {len(outputs['missing'])} missing,"
+        f" {len(outputs['unexpected'])} unexpected; first output {doc['first_output_time'] or '-'}"
+    )
+    for item in outputs["missing"]:
+        if "pattern" in item:
+            say(f"  missing {item['pattern']}  ({item['found']} of {item['count']})")
+        else:
+            say(f"  missing {item['path']}")
+    for path in outputs["unexpected"]:
+        say(f"  unexpected {path}")
+    present = outputs["present"] if all_outputs else outputs["present"][:20]
+    output.table(present, ["path", "size", "generation", "time_created"], "present outputs")
+    if len(present) < len(outputs["present"]):
+        say(f"  ... and {len(outputs['present']) - len(present)} more (--all lists them)")
+    manifest = doc["manifest"]
+    if manifest:
+        say(
+            f"manifest {manifest.get('status')} {manifest.get('state')}, "
+            f"{manifest.get('outputs_count')} outputs, generation {manifest.get('generation')}"
+            + (f", published {manifest['published_at']}" if manifest.get("published_at") else "")
+        )
+    else:
+        say("manifest none yet")
+    output.table(
+        doc["history"],
+        ["received_time", "delivery_id", "delivery_attempt", "output_path", "outcome", "detail"],
+        "deliveries (event log)",
+    )
+
+
+@app.command()
+@command
+def runs(
+    ctx: typer.Context,
+    stalled: Annotated[bool, typer.Option("--stalled", help="Only STALLED runs.")] = False,
+    incomplete: Annotated[
+        bool, typer.Option("--incomplete", help="Only runs not announced (RUNNING or STALLED).")
+    ] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only FAILED runs.")] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs active within this long: 30m, 2h, 7d.")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many runs.")] = 100,
+    json_out: JsonFlag = False,
+) -> None:
+    """List runs from the run_status view, most recently active first."""
+    from tally_cli.eventlog import EventLog
+
+    states = set()
+    if stalled:
+        states.add("STALLED")
+    if incomplete:
+        states.update({"RUNNING", "STALLED"})
+    if failed:
+        states.add("FAILED")
+    seconds = parse_duration(since) if since is not None else None
+    rows = EventLog(_clients(ctx)).runs(sorted(states), seconds, workflow, limit)
+    if json_out:
+        output.emit_json({"runs": rows})
+        return
+    output.table(
+        rows,
+        [
+            "workflow",
+            "version",
+            "run_id",
+            "state",
+            "outputs_seen",
+            "first_event_time",
+            "last_received_time",
+            "completion_seconds",
+        ],
+        "runs",
+    )
+
+
+# -- event log -----------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def query(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="A documented query (tally query --list).")
+    ] = None,
+    list_queries: Annotated[
+        bool, typer.Option("--list", help="List the documented queries.")
+    ] = False,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="A query parameter: NAME=VALUE.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run a documented query from bigquery/queries/ on the event log."""
+    from tally_cli.eventlog import EventLog, catalogue
+
+    queries = catalogue()
+    if list_queries or name is None:
+        if name is None and not list_queries:
+            raise typer.BadParameter("name a query, or pass --list", param_hint="NAME")
+        listing = [
+            {
+                "name": q.name,
+                "description": q.description,
+                "params": [
+                    {"name": p.name, "type": p.type, "default": p.default, "help": p.help}
+                    for p in q.params
+                ],
+            }
+            for q in queries.values()
+        ]
+        if json_out:
+            output.emit_json({"queries": listing})
+        else:
+            for item in listing:
+                params = " ".join(
+                    p["name"] if p["default"] is None else f"{p['name']}={p['default'] or EMPTY}"
+                    for p in item["params"]
+                )
+                output.out.print(
+                    f"[bold]{item['name']}[/] {params}\n  {item['description']}", markup=True
+                )
+        return
+    if name not in queries:
+        raise typer.BadParameter(
+            f"no documented query {name!r}; known: {', '.join(queries)}", param_hint="NAME"
+        )
+    given: dict[str, str] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        given[key] = value
+    rows = EventLog(_clients(ctx)).documented(queries[name], given)
+    if json_out:
+        output.emit_json({"query": name, "rows": rows})
+        return
+    output.table(rows, list(rows[0]) if rows else [], name)
+
+
+# -- repair --------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def reconcile(
+    ctx: typer.Context,
+    prefix: Annotated[
+        str | None, typer.Option(help="Only runs under this object prefix, e.g. 'rna-seq/2.0.0/'.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change (runs in this process).")
+    ] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run here instead of queueing a request.")
+    ] = False,
+    max_runs: Annotated[int, typer.Option(min=1, help="Runs examined per page.")] = 500,
+    json_out: JsonFlag = False,
+) -> None:
+    """Re-derive announcements from the bucket: announce complete runs, flag stalled ones.
+
+    By default a reconcile request is queued on the object-events topic for the event handler.
+    """
+    from tally_cli import reconcile as rec
+
+    clients = _clients(ctx)
+    if local or dry_run:
+        with output.progress("reconciling", None, not json_out) as update:
+            doc = rec.run_locally(clients, prefix, max_runs, dry_run, lambda n: update(completed=n))
+    else:
+        doc = rec.queue_request(clients, prefix)
+    if json_out:
+        output.emit_json(doc)
+    elif doc["queued"]:
+        output.out.print(
+            f"queued a reconcile request (message {doc['message_id']} on {doc['topic']}"
+            + (f", prefix {prefix}" if prefix else "")
+            + "); the event handler logs its results: tally runs --stalled,"
+            " tally query stalled_runs"
+        )
+    else:
+        verb = "would announce" if dry_run else "announced"
+        output.out.print(
+            f"examined {doc['examined']} runs: {verb} {len(doc['announced'])},"
+            f" stalled {len(doc['stalled'])}, incomplete {len(doc['incomplete'])}"
+        )
+        for key in doc["announced"]:
+            output.out.print(f"  {verb} {key}")
+        for key in doc["stalled"]:
+            output.out.print(f"  stalled {key}")
+
+
+@app.command()
+@command
+def replay(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be replayed; move nothing.")
+    ] = False,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="ATTRIBUTE=GLOB that a message must match (repeatable; all must match), "
+            "e.g. eventType=OBJECT_FINALIZE, 'objectId=rna-seq/*'.",
+        ),
+    ] = None,
+    max_messages: Annotated[
+        int, typer.Option("--max", min=1, help="Replay at most this many messages.")
+    ] = 1000,
+    subscription: Annotated[
+        str | None,
+        typer.Option(help="Dead-letter subscription (TALLY_DEAD_LETTER_SUBSCRIPTION)."),
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Topic to replay to (TALLY_OBJECT_EVENTS_TOPIC).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Move dead-lettered messages back to object-events, marked tally-replayed=true."""
+    from tally_cli.replay import Replayer, parse_filters
+
+    try:
+        filters = parse_filters(filter_ or [])
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--filter") from None
+    settings = _settings(ctx)
+    replayer = Replayer(
+        _clients(ctx),
+        subscription or settings.dead_letter_subscription,
+        topic or settings.object_events_topic,
+    )
+    with output.progress("replaying", None, not json_out) as update:
+        report = replayer.run(
+            filters, max_messages, dry_run, lambda r: update(completed=len(r.matched))
+        )
+    if json_out:
+        output.emit_json(report.to_json())
+        return
+    if dry_run:
+        output.out.print(
+            f"dry run: would replay {len(report.matched)} of {report.examined} "
+            f"dead letters to {report.topic}; nothing moved"
+        )
+    else:
+        output.out.print(
+            f"replayed {report.replayed} of {report.examined} dead letters to "
+            f"{report.topic}; {report.skipped} left in {report.subscription}"
+        )
+    output.table(
+        [
+            {
+                "message_id": m["message_id"],
+                "objectId": m["attributes"].get("objectId"),
+                "eventType": m["attributes"].get("eventType"),
+                "new_message_id": m.get("new_message_id"),
+            }
+            for m in report.matched
+        ],
+        ["message_id", "eventType", "objectId", *([] if dry_run else ["new_message_id"])],
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name="tally")
