@@ -33,7 +33,7 @@ from tally_handler.adapters import (
 )
 from tally_handler.completeness import Complete, Failed, Incomplete, Scan, affects_completeness
 from tally_handler.config import Config
-from tally_handler.delivery import Delivery, EventType, Notification
+from tally_handler.delivery import Delivery, EventType
 from tally_handler.layout import OutputKind, RunKey, RunOutput, classify
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps, run_row
@@ -220,7 +220,7 @@ class Handler:
         ops: StorageOps,
         outcome: Outcome,
     ) -> Result:
-        """Claim, publish, mark: the run's announcement, exactly once in effect."""
+        """Claim, publish, log the runs row, mark: one announcement per run, in effect."""
         now = self.clock()
         if isinstance(verdict, Failed):
             outcome = Outcome.FAILED if outcome is Outcome.COMPLETED else outcome
@@ -257,8 +257,20 @@ class Handler:
         published = manifests.mark_published(manifest, self.clock())
         self.publish(manifests.to_bytes(published), manifests.completion_attributes(published))
         self.config.faults.maybe_fail("after_publish")
+        # The runs row before the mark: a published manifest then means every step is done, and
+        # a failed row write leaves a claim that a redelivery or a takeover finishes.
+        self.write_run(
+            run_row(
+                published,
+                outcome,
+                generation,
+                published["published_at"],
+                delivery.delivery_id,
+                self.handler_version,
+            )
+        )
         try:
-            generation = self.storage.write(
+            self.storage.write(
                 run.bucket, name, manifests.to_bytes(published), ops, if_generation_match=generation
             )
         except PreconditionFailed:
@@ -270,25 +282,10 @@ class Handler:
                 announced=published,
             )
         self.config.faults.maybe_fail("after_mark")
-        return self._announced(delivery, run, published, generation, outcome)
-
-    def _announced(
-        self, delivery: Delivery, run: RunKey, published: dict, generation: int, outcome: Outcome
-    ) -> Result:
-        self.write_run(
-            run_row(
-                published,
-                outcome,
-                generation,
-                published["published_at"],
-                delivery.delivery_id,
-                self.handler_version,
-            )
-        )
         self.cache.add_announced(run.key)
         return Result(
             outcome,
-            f"announced {published['state']} with {len(published.get('outputs') or [])} outputs"
+            f"announced {published['state']} with {published['outputs_count']} outputs"
             f" (idempotency key {published['idempotency_key']})",
             run_key=run,
             announced=published,
@@ -315,12 +312,15 @@ class Handler:
         claim = existing.get("claim") or {}
         mine_claimant = claimant_of(delivery)
         if existing.get("status") == "published":
-            if claim.get("claimant") == mine_claimant:
-                # This very message announced the run before its log write failed: finish it.
-                return self._announced(
-                    delivery, run, existing, generation, Outcome(claim_outcome(existing))
-                )
             self.cache.add_announced(run.key)
+            if claim.get("claimant") == mine_claimant:
+                # This very message announced the run; only its event row is left to write.
+                return Result(
+                    Outcome.FAILED if existing.get("state") == "FAILED" else Outcome.COMPLETED,
+                    f"announced {existing['state']} by an earlier attempt of this message"
+                    f" (idempotency key {existing['idempotency_key']})",
+                    run_key=run,
+                )
             return Result(
                 Outcome.AFTER_COMPLETION,
                 f"the run was announced by delivery {claim.get('delivery_id')}"
@@ -361,13 +361,3 @@ class Handler:
 def claimant_of(delivery: Delivery) -> str:
     """Who holds a claim: the message, not just its id (emulator ids restart at m0)."""
     return f"{delivery.source}:{delivery.delivery_id}:{delivery.publish_time or ''}"
-
-
-def claim_outcome(manifest: dict) -> str:
-    return manifest.get("outcome") or (
-        "failed" if manifest.get("state") == "FAILED" else "completed"
-    )
-
-
-def notification_summary(n: Notification | None) -> str:
-    return "" if n is None else f"{n.event_type} gs://{n.bucket}/{n.name}#{n.generation}"
