@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import itertools
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -195,15 +196,19 @@ def test_ctrl_c_stops_every_process(tmp_path):
         [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True
     )
     try:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=180), "the platform did not start within 180 s"
         stack_id = proc.stdout.readline().strip()
         assert stack_id, "the platform did not start"
         assert processes_with_stack_id(stack_id), "no platform process found while running"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert proc.wait(120) == 0
     finally:
         proc.kill()
+        proc.wait()
     poll(
         lambda: processes_with_stack_id(stack_id) == [],
-        timeout=10,
+        timeout=30,
         message=f"every process of stack {stack_id} to end",
     )
