@@ -402,6 +402,8 @@ def test_schemathesis_conformance(reg: Any, tmp_path: Path) -> None:
     max_time = os.environ.get("TALLY_SCHEMATHESIS_MAX_TIME")
     argv = [
         exe,
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{reg.registry_url}/openapi.json",
         # Every check but positive_data_acceptance: a schema-valid spec is still refused when
