@@ -316,14 +316,16 @@ class Stack:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("TALLY_") and not k.endswith("_EMULATOR_HOST")
+            # functions-framework reads FUNCTION_* (target, signature type) from the environment
+            if not k.startswith(("TALLY_", "FUNCTION_")) and not k.endswith("_EMULATOR_HOST")
         }
         env.update({STACK_ID_VAR: self.stack_id, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         env.update(extra)
         return env
 
     def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, self.log_dir, self._child_env(env), cwd=ROOT)
+        # In the state folder: DuckDB (bqemulator) spills large queries into ./.tmp.
+        proc = ManagedProcess(name, argv, self.log_dir, self._child_env(env), cwd=self.state_dir)
         self._processes[name] = proc
         return proc
 
@@ -462,6 +464,7 @@ class Stack:
                 "-m",
                 "functions_framework",
                 "--target=handle",
+                "--signature-type=http",
                 f"--source={source / 'main.py'}",
                 "--host=127.0.0.1",
                 f"--port={port}",

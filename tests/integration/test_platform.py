@@ -192,15 +192,21 @@ def test_ctrl_c_stops_every_process(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     env.pop("TALLY_BIGQUERY_ENDPOINT", None)
+    errors = (tmp_path / "stderr").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        cwd=ROOT,
+        env=env,
+        text=True,
     )
     try:
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)
         assert selector.select(timeout=180), "the platform did not start within 180 s"
         stack_id = proc.stdout.readline().strip()
-        assert stack_id, "the platform did not start"
+        assert stack_id, (tmp_path / "stderr").read_text()[-3000:]
         assert processes_with_stack_id(stack_id), "no platform process found while running"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0
