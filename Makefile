@@ -68,9 +68,10 @@ bench-quick: install  ## a smoke run of the benchmarks
 chaos: install  ## the chaos run at scale (1,000 runs), fuzzing and security checks
 	$(PY) -m tests.chaos --runs 1000
 
-fuzz: install  ## schemathesis against the registry's OpenAPI document, a long run (~5 min)
+fuzz: install  ## long fuzzing runs: schemathesis on the registry, hypothesis on the handler
 	TALLY_SCHEMATHESIS_MAX_EXAMPLES=1000 TALLY_SCHEMATHESIS_MAX_TIME=300 \
 	  $(PY) -m pytest tests/integration/test_registry_http.py -k schemathesis
+	TALLY_FUZZ_EXAMPLES=1000 $(PY) -m pytest tests/integration/test_fuzz_handler.py
 
 docs: $(VENV)/.installed  ## regenerate terraform/README.md's variables and outputs tables
 	$(PY) tools/tfdoc.py terraform

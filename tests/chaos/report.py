@@ -1,0 +1,327 @@
+"""What a chaos run prints, and the figures it writes to docs/reliability.md and
+docs/readme-reliability.md (the summary the README carries)."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.chaos import ChaosResult
+from tests.chaos.checker import MUST_BE_ZERO
+from tests.chaos.fuzz import FuzzReport
+from tests.chaos.schema_fuzz import SchemaFuzzReport
+from tests.chaos.security import Check
+
+FIGURE_TEXT = {
+    "complete_without_announcement": (
+        "runs complete (or failed) in the bucket without an announcement"
+    ),
+    "incomplete_announced": "runs incomplete in the bucket but announced",
+    "announced_more_than_once": (
+        "runs announced more than once by idempotency key (or with differing content under one key)"
+    ),
+    "manifest_disagrees": "announcements (or output.json) whose manifest disagrees with the bucket",
+    "acked_missing_from_log": "deliveries acknowledged but missing from the event log",
+    "stuck_claimed": "runs stuck `claimed`",
+    "malformed_not_rejected": "malformed messages not logged `rejected`",
+    "bucket_differs_from_plan": "runs whose bucket state differs from the plan (harness check)",
+    "raw_duplicate_announcements": "raw duplicate completion messages (same key, same content)",
+    "dead_lettered_during_storm": "messages dead-lettered during the storm (then replayed)",
+    "dead_letters_left_after_replay": "messages left in the dead-letter subscription after replay",
+    "announced_without_runs_row": "announced runs without a row in the runs table",
+}
+
+
+@dataclass
+class Extras:
+    """Everything `make chaos` runs besides the chaos run itself."""
+
+    fuzz: FuzzReport | None = None
+    schema: SchemaFuzzReport | None = None
+    security: list[Check] = field(default_factory=list)
+    command: str = ""
+    seconds: float = 0.0
+
+
+def figure_lines(result: ChaosResult) -> list[str]:
+    counts = result.figures.counts
+    lines = []
+    for name in MUST_BE_ZERO:
+        mark = "ok  " if counts.get(name, 0) == 0 else "FAIL"
+        lines.append(f"  {mark} {counts.get(name, 0):>6}  {FIGURE_TEXT[name]} (must be 0)")
+    for name, text in FIGURE_TEXT.items():
+        if name not in MUST_BE_ZERO:
+            lines.append(f"       {counts.get(name, 0):>6}  {text} (reported)")
+    return lines
+
+
+def console_lines(result: ChaosResult) -> list[str]:
+    i, t = result.injections, result.timings
+    lines = [
+        f"chaos: {result.config.runs} runs, seed {result.config.seed}, {t.get('total', 0):.0f} s"
+        f" (storm {t.get('storm', 0):.0f} s, repair {t.get('repair', 0):.0f} s)",
+        f"  injected: {i['crashes_by_step']} crashes, registry windows {i['registry_windows']}"
+        f" ({i['registry_503']} requests refused), BigQuery windows {i['bigquery_windows']}"
+        f" ({i['bigquery_503']} inserts refused), {i['duplicate_publishes']} duplicates,"
+        f" {i['suppressed_messages']} suppressed, {i['malformed_messages']} malformed",
+        f"  deliveries: {i['delivery_attempts']} attempts {i['attempt_statuses']},"
+        f" {i['dead_lettered']} dead-lettered",
+        *figure_lines(result),
+    ]
+    if result.histories:
+        lines += ["failing runs and their history:", *result.histories]
+    missing = result.figures.failing.get("acked_missing_from_log") or []
+    if missing:
+        lines.append(f"acknowledged but not logged: {', '.join(missing)}")
+    return lines
+
+
+def fmt(value: Any) -> str:
+    """A dict as "a 1, b 2" (markdown-friendly); anything else as str()."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> list[str]:
+    out = [f"| {head[0]} | {head[1]} |", "|---|---|"]
+    out += [f"| {a} | {b} |" for a, b in rows]
+    return out
+
+
+def _spread(s: dict[str, float], unit: str = "s") -> str:
+    if not s.get("count"):
+        return "none"
+    return (
+        f"{s['count']} windows, {s['min']}-{s['max']} {unit} each (mean {s['mean']}),"
+        f" {s['total']} {unit} in all"
+    )
+
+
+def injected_rows(result: ChaosResult) -> list[tuple[str, Any]]:
+    i, c = result.injections, result.config
+    crashes = i["crashes_by_step"]
+    spread = i["outputs_per_run"]
+    return [
+        ("runs (plan)", f"{i['runs']}: {fmt(i['runs_by_plan'])}"),
+        ("outputs per run", f"{spread['min']:.0f} to {spread['max']:.0f}, mean {spread['mean']}"),
+        (
+            "workflow versions",
+            f"{i['versions']} ({i['sharded_versions']} with a sharded pattern output), 3 workflows",
+        ),
+        ("objects written (first writes)", i["objects_written"]),
+        ("overwrites (new generation)", f"{i['overwrites']} in {i['runs_with_overwrites']} runs"),
+        ("runs with an unexpected object", i["runs_with_unexpected_objects"]),
+        ("Storage notifications for those writes", i["storage_notifications"]),
+        ("duplicate publishes (each notification 1 to 3 times)", i["duplicate_publishes"]),
+        ("deliveries in flight", c.concurrency),
+        (
+            f"handler crashes ({c.fault_rate:.0%} at each step a delivery reaches)",
+            f"{sum(crashes.values())}: {fmt(crashes)}",
+        ),
+        (
+            "registry outages",
+            f"{_spread(i['registry_windows'])}; {i['registry_503']} requests answered 503",
+        ),
+        (
+            "BigQuery outages",
+            f"{_spread(i['bigquery_windows'])}; {i['bigquery_503']} inserts answered 503",
+        ),
+        (
+            "notifications suppressed (never sent)",
+            f"{i['suppressed_messages']} messages, closers of {i['suppressed_runs']} runs",
+        ),
+        ("malformed messages", i["malformed_messages"]),
+        ("delivery attempts", f"{i['delivery_attempts']} (HTTP {fmt(i['attempt_statuses'])})"),
+        ("acknowledged / dead-lettered", f"{i['acknowledged']} / {i['dead_lettered']}"),
+    ]
+
+
+def result_rows(result: ChaosResult) -> list[tuple[str, Any]]:
+    counts = result.figures.counts
+    rows = []
+    for name, text in FIGURE_TEXT.items():
+        suffix = " (must be 0)" if name in MUST_BE_ZERO else ""
+        rows.append((text + suffix, f"**{counts.get(name, 0)}**"))
+    return rows
+
+
+def _security_lines(checks: list[Check]) -> list[str]:
+    lines = []
+    for check in checks:
+        state = "unavailable" if check.unavailable else ("passed" if check.ok else "FAILED")
+        lines.append(f"- **{check.name}**: {state}. {check.summary}")
+        lines += [f"  - {detail}" for detail in check.details[:10]]
+    return lines
+
+
+def _fuzz_lines(extras: Extras) -> list[str]:
+    lines = []
+    if extras.fuzz is not None:
+        f = extras.fuzz
+        lines += [
+            f"- **Event handler** (hypothesis, {f.examples} requests in {f.seconds:.0f} s:"
+            f" {fmt(dict(f.by_kind))}): HTTP {fmt(dict(f.statuses))}; outcomes"
+            f" {fmt(dict(f.outcomes))};"
+            f" {f.rejected} rejected answers, {f.rejected_rows} rejected rows logged;"
+            f" {len(f.expected_ids)} deliveries matched by id in the log, {len(f.missing_ids)}"
+            f" missing. {'Passed' if f.ok else 'FAILED: ' + '; '.join(f.problems)[:500]}."
+        ]
+    if extras.schema is not None:
+        s = extras.schema
+        lines.append(
+            f"- **Registry** (schemathesis, every check, {s.max_examples} examples per operation,"
+            f" {s.seconds:.0f} s): {'passed' if s.ok else 'FAILED'}. {s.summary}"
+        )
+    return lines
+
+
+def markdown(result: ChaosResult, extras: Extras) -> str:
+    c, t, notes = result.config, result.timings, result.figures.notes
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verdict = (
+        "every must-be-zero figure is 0" if result.ok else "SOME MUST-BE-ZERO FIGURES ARE NOT 0"
+    )
+    lines = [
+        "# Reliability: the chaos and fuzz suite",
+        "",
+        "Written by `make chaos` (`python -m tests.chaos`); do not edit by hand.",
+        "The promise under test: every complete run is announced, exactly once in effect, with a",
+        "manifest that matches the bucket, and every acknowledged delivery is in the event log,",
+        "while everything fails at once. The suite drives the local platform (real emulators:",
+        "fake-gcs-server, pstest, bqemulator, the functions served by functions-framework).",
+        "",
+        f"**Result: {verdict}.** Run {when} on {platform.machine()} with"
+        f" {_cpus()} cores, Python {platform.python_version()}.",
+        "",
+        "## Command and seed",
+        "",
+        "```",
+        extras.command,
+        "```",
+        "",
+        f"Seed {c.seed}: it decides the plan (specs, runs, write order, duplicates, overwrites,"
+        " failure markers, suppressed notifications, malformed messages, outage windows) and the"
+        " handler's fault draws. Timing decides which delivery a fault or an outage hits.",
+        "",
+        "## The platform",
+        "",
+        "The local platform of `devstack/` (`Stack(concurrency=16, max_attempts=5)`), as `make",
+        "run` starts it (its BigQuery emulator without per-insert time-travel snapshots: see",
+        "`devstack/bq.py`).",
+        "",
+        "## What was injected",
+        "",
+        *_table(injected_rows(result), ("injection", "amount")),
+        "",
+        "Runs are written in waves (a wave starts when fewer than 150 notifications are",
+        "undelivered), by 8 concurrent writers in a shuffled order; a run's last object is",
+        "written once its other writes are done. A BigQuery window opens at a seeded offset",
+        "after its wave starts; a registry window opens as the bridge delivers the first",
+        "notification of a new workflow version (the handler caches specs: only a version's",
+        "first deliveries need the registry). The bridge keeps Pub/Sub's production settings:",
+        "5 delivery attempts, backoff 0.05 s to 1 s, then the dead-letter topic.",
+        "",
+        "After the storm: the handler restarts without faults; after the claim lease"
+        f" ({c.lease_seconds:g} s) reconciliation runs once (one request per workflow), then the",
+        "dead letters are replayed with `tally-replayed=true` (as `tally replay` does).",
+        "",
+        "## What was checked, and the results",
+        "",
+        "The checker reads the truth from the bucket (completeness re-derived from the specs, not",
+        "with the handler's code), every message on the completions topic (a pull subscription",
+        "that kept them all), the dead-letter subscription and BigQuery.",
+        "",
+        *_table(result_rows(result), ("figure", "value")),
+        "",
+        f"Runs in the bucket: {fmt(notes.get('runs_in_bucket'))};"
+        f" announced: {notes.get('runs_announced')};"
+        f" completion messages: {notes.get('announcement_messages')};"
+        f" acknowledged deliveries checked against the log: {notes.get('acked_in_window')}.",
+        "",
+        f"Event log rows of the chaos runs, by outcome: {fmt(notes.get('outcomes'))}.",
+        "",
+        "Reconciliation: " + "; ".join(result.repair.reconcile_summaries),
+        "",
+        "## Fuzzing",
+        "",
+        *_fuzz_lines(extras),
+        "",
+        "## Security checks",
+        "",
+        *_security_lines(extras.security),
+        "",
+        "## Durations",
+        "",
+        f"Chaos run {t.get('total', 0):.0f} s (storm {t.get('storm', 0):.0f} s, repair"
+        f" {t.get('repair', 0):.0f} s, check {t.get('check', 0):.0f} s); `make chaos` in all"
+        f" {extras.seconds:.0f} s (limit: 20 minutes).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def readme_summary(result: ChaosResult, extras: Extras) -> str:
+    i, counts = result.injections, result.figures.counts
+    crashes = sum(i["crashes_by_step"].values())
+    zero = all(counts.get(name, 0) == 0 for name in MUST_BE_ZERO)
+    security = "; ".join(f"{c.name}: {_short_state(c)}" for c in extras.security)
+    fuzz = extras.fuzz
+    schema = "passed" if extras.schema and extras.schema.ok else "see docs/reliability.md"
+    return "\n".join(
+        [
+            "## Reliability",
+            "",
+            f"`make chaos` drives {i['runs']} runs ({i['objects_written']} objects,"
+            f" {i['duplicate_publishes']} duplicate notifications, {i['overwrites']} overwrites)"
+            f" through the local platform with 16 deliveries in flight while the handler crashes"
+            f" at every step ({crashes} crashes), the registry and BigQuery go down"
+            f" ({i['registry_windows'].get('count', 0)} + {i['bigquery_windows'].get('count', 0)}"
+            f" windows), {i['suppressed_messages']} notifications are never sent and"
+            f" {i['malformed_messages']} malformed messages are mixed in; then reconciliation"
+            " runs once.",
+            "",
+            f"Result ({'all must-be-zero figures are 0' if zero else 'FAILED'}): "
+            f"{counts.get('complete_without_announcement', 0)} complete runs unannounced,"
+            f" {counts.get('announced_more_than_once', 0)} runs announced twice"
+            f" ({counts.get('raw_duplicate_announcements', 0)} raw duplicate messages, same key),"
+            f" {counts.get('manifest_disagrees', 0)} manifests disagreeing with the bucket,"
+            f" {counts.get('acked_missing_from_log', 0)} acknowledged deliveries missing from the"
+            f" event log, {counts.get('stuck_claimed', 0)} runs stuck claimed,"
+            f" {counts.get('malformed_not_rejected', 0)} malformed messages not rejected.",
+            "",
+            f"Fuzzing: {fuzz.examples if fuzz else 0} handler requests, no 5xx;"
+            f" schemathesis on the registry: {schema}."
+            f" Security: {security}.",
+            "",
+            f"Seed {result.config.seed}, {result.timings.get('total', 0) / 60:.1f} minutes;"
+            " figures and method: [docs/reliability.md](docs/reliability.md).",
+            "",
+        ]
+    )
+
+
+def _short_state(check: Check) -> str:
+    if check.unavailable:
+        return "could not be carried out here"
+    if not check.ok:
+        return "FAILED"
+    if "offline" in check.summary:
+        return "passed against the offline database only (PyPI's vulnerability service unreachable)"
+    return "passed"
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def write_reports(result: ChaosResult, extras: Extras, docs: Path) -> list[Path]:
+    full, short = docs / "reliability.md", docs / "readme-reliability.md"
+    full.write_text(markdown(result, extras))
+    short.write_text(readme_summary(result, extras))
+    return [full, short]
