@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import requests
-
 from devstack import sample
 
 WRITERS = 8
@@ -246,16 +244,7 @@ class BaselineDesign:
 
 def register(stack: Any, spec: dict[str, Any]) -> None:
     """Register a workflow version in the registry over HTTP, as an authorised writer."""
-    url = f"{stack.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
-    resp = requests.put(
-        url,
-        data=json.dumps(spec),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {stack.mint_token()}",
-        },
-        timeout=60,
-    )
+    resp = stack.register(spec)
     if resp.status_code not in (200, 201):
         raise BenchError(f"registering {spec['workflow']} failed: {resp.status_code} {resp.text}")
 

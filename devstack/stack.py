@@ -293,6 +293,19 @@ class Stack:
         assert self.tokens is not None, "start the stack first"
         return self.tokens.mint(email, audience or self.registry_url, expires_in, signer)
 
+    def register(self, spec: dict[str, Any]) -> requests.Response:
+        """PUT a workflow version's spec to the registry, as the authorised local writer."""
+        url = f"{self.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
+        return requests.put(
+            url,
+            data=json.dumps(spec),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.mint_token()}",
+            },
+            timeout=60,
+        )
+
     def publish_object_event(self, data: bytes, attributes: dict[str, str]) -> str:
         """Publish a message on the object-events topic (a duplicate notification, a request)."""
         topic = self.names.topic(self.names.object_events_topic)

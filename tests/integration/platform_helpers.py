@@ -7,24 +7,13 @@ import json
 import random
 from typing import Any
 
-import requests
-
 from devstack import sample
 from tests.conftest import poll
 
 
 def register(stack: Any, spec: dict[str, Any]) -> None:
     """Register a workflow version over HTTP, as an authorised writer."""
-    url = f"{stack.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
-    resp = requests.put(
-        url,
-        data=json.dumps(spec),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {stack.mint_token()}",
-        },
-        timeout=30,
-    )
+    resp = stack.register(spec)
     assert resp.status_code in (200, 201), resp.text
 
 
