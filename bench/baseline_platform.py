@@ -25,7 +25,7 @@ from typing import Any
 from devstack.bridge import PushBridge
 from devstack.processes import STACK_ID_VAR, ManagedProcess, free_port
 from devstack.resources import ROOT
-from devstack.stack import CompletionCollector, Stack, _fake_gcs_binary, _http_ok
+from devstack.stack import CompletionCollector, Stack, fake_gcs_command, http_ok
 from devstack.tap import Tap, storage_request_kind
 
 BUCKET = "baseline-outputs"
@@ -109,22 +109,11 @@ class BaselinePlatform:
         self.storage_url = f"http://127.0.0.1:{port}"
         storage = self._spawn(
             "baseline-storage",
-            [
-                str(_fake_gcs_binary()),
-                "-backend=memory",
-                "-scheme=http",
-                "-host=127.0.0.1",
-                f"-port={port}",
-                f"-external-url={self.storage_url}",
-                "-log-level=warn",
-                f"-event.pubsub-project-id={self.names.project}",
-                f"-event.pubsub-topic={EVENTS_TOPIC}",
-                f"-event.bucket={BUCKET}",
-                "-event.list=finalize",  # the seed's trigger: google.storage.object.finalize
-            ],
+            # The seed's trigger is google.storage.object.finalize.
+            fake_gcs_command(port, self.names.project, EVENTS_TOPIC, BUCKET, "finalize"),
             {"PUBSUB_EMULATOR_HOST": self.stack.pubsub_host},
         )
-        storage.wait_ready(lambda: _http_ok(f"{self.storage_url}/storage/v1/b"), 60)
+        storage.wait_ready(lambda: http_ok(f"{self.storage_url}/storage/v1/b"), 60)
         self.storage_client().create_bucket(BUCKET)
         self.tap = Tap("baseline-storage", self.storage_url, storage_request_kind)
         self.tap.start()
@@ -150,7 +139,7 @@ class BaselinePlatform:
                 "PUBSUB_EMULATOR_HOST": self.stack.pubsub_host,
             },
         )
-        function.wait_ready(lambda: _http_ok(f"{self.function_url}/healthz"), 60)
+        function.wait_ready(lambda: http_ok(f"{self.function_url}/healthz"), 60)
         subscriber, publisher = self.stack.subscriber(), self.stack.publisher()
         self.bridge = PushBridge(
             subscriber,

