@@ -18,11 +18,22 @@ locals {
     "**/test_*.py",
     "**/tests",
   ]
-  build_service_account = (
+  # Cloud Build runs both builds as this account: the module's own (google_service_account.build,
+  # iam.tf) unless build_service_account names one the user manages. Left unset, new projects
+  # build as the Compute Engine default account, which often lacks the roles (or does not exist).
+  build_service_account_email = (
     var.build_service_account == null
-    ? null
-    : "projects/${var.project_id}/serviceAccounts/${var.build_service_account}"
+    ? google_service_account.build[0].email
+    : var.build_service_account
   )
+  build_service_account = "projects/${var.project_id}/serviceAccounts/${local.build_service_account_email}"
+  # Shared by the event handler and the registry: the registry refuses specs that collide with
+  # what tally writes in run folders, so both must read the same values.
+  run_folder = {
+    failure_marker = var.event_handler.failure_marker
+    layout         = var.event_handler.layout
+    manifest_name  = var.event_handler.manifest_name
+  }
 }
 
 data "archive_file" "function_sources" {
@@ -74,24 +85,30 @@ resource "google_cloudfunctions2_function" "event_handler" {
     # Exactly the variables the code reads (tests/terraform checks them against the code and
     # docs/design.md).
     environment_variables = {
-      TALLY_CLAIM_LEASE_SECONDS   = var.event_handler.claim_lease_seconds
-      TALLY_COMPLETIONS_TOPIC     = google_pubsub_topic.run_completions.name
-      TALLY_EVENTS_TABLE          = local.events_table
-      TALLY_FAILURE_MARKER        = var.event_handler.failure_marker
-      TALLY_LAYOUT                = var.event_handler.layout
-      TALLY_MANIFEST_NAME         = var.event_handler.manifest_name
-      TALLY_MAX_DELIVERY_ATTEMPTS = var.event_subscription.max_delivery_attempts
-      TALLY_OBJECT_EVENTS_TOPIC   = google_pubsub_topic.object_events.name
-      TALLY_OUTPUTS_BUCKET        = google_storage_bucket.outputs.name
-      TALLY_PRESENCE_CACHE_RUNS   = var.event_handler.presence_cache_runs
-      TALLY_PROJECT               = var.project_id
-      TALLY_RECONCILE_MAX_RUNS    = var.event_handler.reconcile_max_runs
-      TALLY_REGISTRY_AUTH         = "id-token"
-      TALLY_REGISTRY_URL          = local.registry_url
-      TALLY_RUNS_TABLE            = local.runs_table
+      TALLY_CLAIM_LEASE_SECONDS    = var.event_handler.claim_lease_seconds
+      TALLY_COMPLETIONS_TOPIC      = google_pubsub_topic.run_completions.name
+      TALLY_EVENTS_TABLE           = local.events_table
+      TALLY_FAILURE_MARKER         = local.run_folder.failure_marker
+      TALLY_LAYOUT                 = local.run_folder.layout
+      TALLY_MANIFEST_NAME          = local.run_folder.manifest_name
+      TALLY_MAX_DELIVERY_ATTEMPTS  = var.event_subscription.max_delivery_attempts
+      TALLY_OBJECT_EVENTS_TOPIC    = google_pubsub_topic.object_events.name
+      TALLY_OUTPUTS_BUCKET         = google_storage_bucket.outputs.name
+      TALLY_PRESENCE_CACHE_RUNS    = var.event_handler.presence_cache_runs
+      TALLY_PROJECT                = var.project_id
+      TALLY_RECONCILE_MAX_RUNS     = var.event_handler.reconcile_max_runs
+      TALLY_REVISION_QUIET_SECONDS = var.event_handler.revision_quiet_seconds
+      TALLY_REGISTRY_AUTH          = "id-token"
+      TALLY_REGISTRY_URL           = local.registry_url
+      TALLY_RUNS_TABLE             = local.runs_table
     }
   }
-  depends_on = [google_project_service.enabled]
+  # The build needs its roles before it starts.
+  depends_on = [
+    google_project_service.enabled,
+    google_project_iam_member.build,
+    google_storage_bucket_iam_member.build_sources,
+  ]
 }
 
 resource "google_cloudfunctions2_function" "registry" {
@@ -124,6 +141,11 @@ resource "google_cloudfunctions2_function" "registry" {
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.registry.email
     environment_variables = {
+      TALLY_FAILURE_MARKER            = local.run_folder.failure_marker
+      TALLY_LAYOUT                    = local.run_folder.layout
+      TALLY_MANIFEST_NAME             = local.run_folder.manifest_name
+      TALLY_OBJECT_EVENTS_TOPIC       = google_pubsub_topic.object_events.name
+      TALLY_PROJECT                   = var.project_id
       TALLY_REGISTRY_AUDIENCE         = local.registry_url
       TALLY_REGISTRY_BUCKET           = google_storage_bucket.registry.name
       TALLY_REGISTRY_CERTS_URL        = var.registry.certs_url
@@ -131,5 +153,20 @@ resource "google_cloudfunctions2_function" "registry" {
       TALLY_REGISTRY_WRITERS          = join(",", var.registry.writers)
     }
   }
-  depends_on = [google_project_service.enabled]
+  lifecycle {
+    precondition {
+      condition     = length(local.edited_specs) == 0
+      error_message = "Registered workflow versions are immutable, but these files under workflows/ differ from the registered specs: ${join(", ", local.edited_specs)}. Revert them, and write the change as a new version file (workflows/<workflow>/<new version>.json)."
+    }
+    # The handler and writers' tokens use the predicted URL (local.registry_url).
+    postcondition {
+      condition     = self.url == local.registry_url
+      error_message = "The registry's URL is ${self.url}, not the predicted ${local.registry_url}: the event handler (TALLY_REGISTRY_URL) and the writers' token audience use the prediction. Report this as a tally bug."
+    }
+  }
+  depends_on = [
+    google_project_service.enabled,
+    google_project_iam_member.build,
+    google_storage_bucket_iam_member.build_sources,
+  ]
 }

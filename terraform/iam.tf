@@ -1,5 +1,6 @@
-# One service account per function plus the identity Pub/Sub pushes with. Every grant is scoped to
-# one resource (bucket, topic, subscription, table, function); none is project-wide.
+# One service account per function, one for their builds, and the identities Pub/Sub pushes with.
+# Every grant is scoped to one resource (bucket, topic, subscription, table, function), except the
+# build account's two project-level roles (see below).
 
 locals {
   # Registry writers must also be allowed to call the registry. An email of a service account
@@ -27,6 +28,33 @@ resource "google_service_account" "registry" {
   display_name = "tally registry"
   description  = "Runs the tally registry function."
   depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "build" {
+  count        = var.build_service_account == null ? 1 : 0
+  project      = var.project_id
+  account_id   = local.names.build
+  display_name = "tally function builds"
+  description  = "Cloud Build runs the builds of both tally functions as this account."
+  depends_on   = [google_project_service.enabled]
+}
+
+# What Google's guidance gives a function build account: write its logs, push the image, read the
+# source. Logs and Artifact Registry are project-level: the build writes to the `gcf-artifacts`
+# repository, which Cloud Functions creates at the first deploy, so no grant on it can precede the
+# first build.
+resource "google_project_iam_member" "build" {
+  for_each = var.build_service_account == null ? toset(["roles/artifactregistry.writer", "roles/logging.logWriter"]) : toset([])
+  project  = var.project_id
+  role     = each.value
+  member   = google_service_account.build[0].member
+}
+
+resource "google_storage_bucket_iam_member" "build_sources" {
+  count  = var.build_service_account == null ? 1 : 0
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.build[0].member
 }
 
 resource "google_service_account" "push" {
@@ -72,11 +100,20 @@ resource "google_bigquery_table_iam_member" "event_handler_tables" {
   member     = google_service_account.event_handler.member
 }
 
-# Registry: reads and registers specs in its own bucket only.
+# Registry: reads and registers specs in its own bucket only (create and read objects; no IAM or
+# ACL administration, which objectAdmin would add).
 resource "google_storage_bucket_iam_member" "registry_specs" {
   bucket = google_storage_bucket.registry.name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectUser"
   member = google_service_account.registry.member
+}
+
+# A registration queues a reconcile request for the new version's waiting runs.
+resource "google_pubsub_topic_iam_member" "registry_object_events" {
+  project = var.project_id
+  topic   = google_pubsub_topic.object_events.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.registry.member
 }
 
 # Invokers. A 2nd gen function is a Cloud Run service of the same name: roles/run.invoker on that
@@ -124,6 +161,40 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter" {
 resource "google_pubsub_subscription_iam_member" "pubsub_agent_event_handler" {
   project      = var.project_id
   subscription = google_pubsub_subscription.event_handler.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.service_agents.pubsub
+}
+
+# Completions webhook: Pub/Sub pushes with an OIDC token of this account (the receiver verifies its
+# email and the audience) and dead-letters what the receiver keeps refusing.
+resource "google_service_account" "completions_webhook_push" {
+  count        = var.completions_webhook == null ? 0 : 1
+  project      = var.project_id
+  account_id   = local.names.completions_webhook_push
+  display_name = "tally completions webhook push"
+  description  = "Identity in the OIDC token of Pub/Sub pushes of run completions to the webhook."
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account_iam_member" "pubsub_agent_webhook_token" {
+  count              = var.completions_webhook == null ? 0 : 1
+  service_account_id = google_service_account.completions_webhook_push[0].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.service_agents.pubsub
+}
+
+resource "google_pubsub_topic_iam_member" "pubsub_agent_webhook_dead_letter" {
+  count   = var.completions_webhook == null ? 0 : 1
+  project = var.project_id
+  topic   = google_pubsub_topic.completions_webhook_dead_letter[0].name
+  role    = "roles/pubsub.publisher"
+  member  = local.service_agents.pubsub
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_webhook" {
+  count        = var.completions_webhook == null ? 0 : 1
+  project      = var.project_id
+  subscription = google_pubsub_subscription.completions_webhook[0].name
   role         = "roles/pubsub.subscriber"
   member       = local.service_agents.pubsub
 }

@@ -11,29 +11,44 @@ locals {
   dataset_ref  = "${var.project_id}.${var.bigquery.dataset_id}"
   events_table = "${local.dataset_ref}.${google_bigquery_table.events.table_id}"
   names = {
-    completions_webhook = "${var.prefix}-completions-webhook"
-    dead_letter         = "${var.prefix}-dead-letter"
-    event_handler       = "${var.prefix}-event-handler"
-    object_events       = "${var.prefix}-object-events"
-    push                = "${var.prefix}-push"
-    reconcile           = "${var.prefix}-reconcile"
-    registry            = "${var.prefix}-registry"
-    run_completions     = "${var.prefix}-run-completions"
+    build                           = "${var.prefix}-build"
+    check                           = "${var.prefix}-check"
+    completions_webhook             = "${var.prefix}-completions-webhook"
+    completions_webhook_dead_letter = "${var.prefix}-completions-webhook-dead-letter"
+    completions_webhook_push        = "${var.prefix}-webhook-push"
+    dead_letter                     = "${var.prefix}-dead-letter"
+    event_handler                   = "${var.prefix}-event-handler"
+    object_events                   = "${var.prefix}-object-events"
+    push                            = "${var.prefix}-push"
+    reconcile                       = "${var.prefix}-reconcile"
+    registry                        = "${var.prefix}-registry"
+    run_completions                 = "${var.prefix}-run-completions"
   }
   # The cloudfunctions.net URL of a 2nd gen function is known before the function exists: the
   # registry needs its own URL (the audience writers' tokens carry), the event handler needs it to
-  # call the registry, and neither can wait for the other's `url` attribute.
+  # call the registry, and neither can wait for the other's `url` attribute. A postcondition on
+  # the registry function checks the prediction against the real URL.
   registry_url = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.names.registry}"
   runs_table   = "${local.dataset_ref}.${google_bigquery_table.runs.table_id}"
-  # Google-managed service agents, built from the project number: the google provider has no data
-  # source for them (google_project_service_identity exists only in google-beta).
+  # Google-managed service agents. generateServiceIdentity creates an agent that does not exist
+  # yet and returns its email, so the grants to it succeed in the first apply (an address built
+  # from the project number names an agent that may not exist until its API has been used).
   service_agents = {
-    pubsub    = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-    scheduler = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+    pubsub    = google_project_service_identity.pubsub.member
+    scheduler = google_project_service_identity.scheduler.member
   }
 }
 
-data "google_project" "project" {
-  project_id = var.project_id
+resource "google_project_service_identity" "pubsub" {
+  provider   = google-beta
+  project    = var.project_id
+  service    = "pubsub.googleapis.com"
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_project_service_identity" "scheduler" {
+  provider   = google-beta
+  project    = var.project_id
+  service    = "cloudscheduler.googleapis.com"
   depends_on = [google_project_service.enabled]
 }

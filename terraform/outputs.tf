@@ -3,6 +3,16 @@ output "bigquery_dataset_id" {
   value       = "${var.project_id}.${google_bigquery_dataset.tally.dataset_id}"
 }
 
+output "build_service_account_email" {
+  description = "Service account Cloud Build builds both functions as."
+  value       = local.build_service_account_email
+}
+
+output "check_subscription_id" {
+  description = "Pull subscription `tally check` waits on for its own announcements; null when check_subscription is false."
+  value       = try(google_pubsub_subscription.check[0].id, null)
+}
+
 output "dead_letter_subscription_id" {
   description = "Pull subscription holding the dead letters, to inspect and replay them."
   value       = google_pubsub_subscription.dead_letter.id
@@ -19,8 +29,8 @@ output "event_handler_service_account_email" {
 }
 
 output "event_handler_url" {
-  description = "URL of the event handler function (only the push service account may invoke it)."
-  value       = google_cloudfunctions2_function.event_handler.url
+  description = "URL (run.app) the push subscription calls the event handler at; only the push service account may invoke it, from inside the project."
+  value       = google_cloudfunctions2_function.event_handler.service_config[0].uri
 }
 
 output "event_subscription_id" {
@@ -95,7 +105,17 @@ output "view_ids" {
   value       = { for k, v in google_bigquery_table.views : k => "${local.dataset_ref}.${v.table_id}" }
 }
 
+output "webhook_dead_letter_subscription_id" {
+  description = "Pull subscription holding the completions the webhook refused; null without a webhook."
+  value       = try(google_pubsub_subscription.completions_webhook_dead_letter[0].id, null)
+}
+
+output "webhook_push_service_account_email" {
+  description = "Email in the OIDC token of the webhook pushes: the receiver accepts only this one; null without a webhook."
+  value       = try(google_service_account.completions_webhook_push[0].email, null)
+}
+
 output "webhook_subscription_id" {
-  description = "Push subscription delivering run completions to completions_webhook_url; null without a webhook."
+  description = "Push subscription delivering run completions to completions_webhook.url; null without a webhook."
   value       = try(google_pubsub_subscription.completions_webhook[0].id, null)
 }

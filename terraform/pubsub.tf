@@ -9,6 +9,8 @@ locals {
   event_ack_deadline_seconds = coalesce(
     var.event_subscription.ack_deadline_seconds, var.event_handler.timeout_seconds
   )
+  # The reserved workflow of `tally check` (tally_cli/check.py, CHECK_WORKFLOW).
+  check_workflow = "tally-check"
 }
 
 resource "google_pubsub_topic" "object_events" {
@@ -55,11 +57,13 @@ resource "google_pubsub_subscription" "event_handler" {
     dead_letter_topic     = google_pubsub_topic.dead_letter.id
     max_delivery_attempts = var.event_subscription.max_delivery_attempts
   }
+  # The Cloud Run service's own run.app URI: with ingress ALLOW_INTERNAL_ONLY, a push from this
+  # project is internal traffic for that URL; the cloudfunctions.net URL does not get it.
   push_config {
-    push_endpoint = google_cloudfunctions2_function.event_handler.url
+    push_endpoint = google_cloudfunctions2_function.event_handler.service_config[0].uri
     oidc_token {
       service_account_email = google_service_account.push.email
-      audience              = google_cloudfunctions2_function.event_handler.url
+      audience              = google_cloudfunctions2_function.event_handler.service_config[0].uri
     }
   }
   lifecycle {
@@ -92,7 +96,7 @@ resource "google_pubsub_subscription" "dead_letter" {
 }
 
 resource "google_pubsub_subscription" "completions_webhook" {
-  count                      = var.completions_webhook_url == null ? 0 : 1
+  count                      = var.completions_webhook == null ? 0 : 1
   project                    = var.project_id
   name                       = local.names.completions_webhook
   topic                      = google_pubsub_topic.run_completions.id
@@ -106,7 +110,60 @@ resource "google_pubsub_subscription" "completions_webhook" {
     minimum_backoff = "10s"
     maximum_backoff = "600s"
   }
+  # Without it, completions the receiver keeps refusing would expire silently after 7 days.
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.completions_webhook_dead_letter[0].id
+    max_delivery_attempts = var.completions_webhook.max_delivery_attempts
+  }
+  # The receiver verifies the token: issuer Google, this email, this audience.
   push_config {
-    push_endpoint = var.completions_webhook_url
+    push_endpoint = var.completions_webhook.url
+    oidc_token {
+      service_account_email = google_service_account.completions_webhook_push[0].email
+      audience              = coalesce(var.completions_webhook.audience, var.completions_webhook.url)
+    }
+  }
+  depends_on = [
+    google_pubsub_topic_iam_member.pubsub_agent_webhook_dead_letter,
+    google_service_account_iam_member.pubsub_agent_webhook_token,
+  ]
+}
+
+resource "google_pubsub_topic" "completions_webhook_dead_letter" {
+  # checkov:skip=CKV_GCP_83: Google-managed encryption; dead letters are completion messages (object names and hashes).
+  count      = var.completions_webhook == null ? 0 : 1
+  project    = var.project_id
+  name       = local.names.completions_webhook_dead_letter
+  labels     = var.labels
+  depends_on = [google_project_service.enabled]
+}
+
+# Completions the webhook refused max_delivery_attempts times wait here (monitoring.tf alerts).
+resource "google_pubsub_subscription" "completions_webhook_dead_letter" {
+  count                      = var.completions_webhook == null ? 0 : 1
+  project                    = var.project_id
+  name                       = local.names.completions_webhook_dead_letter
+  topic                      = google_pubsub_topic.completions_webhook_dead_letter[0].id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+  labels                     = var.labels
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# `tally check` waits here for the announcement of its own run (workflow tally-check): the filter
+# keeps every other completion out, so the subscription holds nothing between checks.
+resource "google_pubsub_subscription" "check" {
+  count                      = var.check_subscription ? 1 : 0
+  project                    = var.project_id
+  name                       = local.names.check
+  topic                      = google_pubsub_topic.run_completions.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "3600s"
+  filter                     = "attributes.workflow = \"${local.check_workflow}\""
+  labels                     = var.labels
+  expiration_policy {
+    ttl = ""
   }
 }

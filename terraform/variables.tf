@@ -9,8 +9,9 @@ variable "bigquery" {
   default  = {}
   nullable = false
   validation {
-    condition     = can(regex("^[A-Za-z0-9_]{1,1024}$", var.bigquery.dataset_id))
-    error_message = "bigquery.dataset_id may only contain letters, digits and underscores."
+    # RE2 refuses repetition counts above 1000: the length is checked apart.
+    condition     = length(var.bigquery.dataset_id) <= 1024 && can(regex("^[A-Za-z0-9_]+$", var.bigquery.dataset_id))
+    error_message = "bigquery.dataset_id must be 1 to 1024 letters, digits or underscores."
   }
   validation {
     condition     = coalesce(var.bigquery.partition_expiration_days, 1) >= 1
@@ -19,7 +20,7 @@ variable "bigquery" {
 }
 
 variable "build_service_account" {
-  description = "Email of the service account Cloud Build uses to build both functions; null keeps the project's default build service account."
+  description = "Email of an existing service account Cloud Build uses to build both functions (you grant its roles); null creates a dedicated one with the roles Google's guidance lists."
   type        = string
   default     = null
   validation {
@@ -28,13 +29,28 @@ variable "build_service_account" {
   }
 }
 
-variable "completions_webhook_url" {
-  description = "HTTPS endpoint that receives every run completion as a Pub/Sub push; null creates no webhook subscription."
-  type        = string
-  default     = null
+variable "check_subscription" {
+  description = "Create the pull subscription `tally check` waits on for its own announcements (filtered to the workflow tally-check)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "completions_webhook" {
+  description = "HTTPS endpoint that receives every run completion as a Pub/Sub push with an OIDC token (audience: the URL unless set), and the deliveries after which a completion is dead-lettered; null creates no webhook subscription."
+  type = object({
+    audience              = optional(string)
+    max_delivery_attempts = optional(number, 10)
+    url                   = string
+  })
+  default = null
   validation {
-    condition     = var.completions_webhook_url == null ? true : startswith(var.completions_webhook_url, "https://")
-    error_message = "completions_webhook_url must be null or an https:// URL."
+    condition     = var.completions_webhook == null ? true : startswith(var.completions_webhook.url, "https://")
+    error_message = "completions_webhook.url must be an https:// URL."
+  }
+  validation {
+    condition     = var.completions_webhook == null ? true : contains(range(5, 101), var.completions_webhook.max_delivery_attempts)
+    error_message = "completions_webhook.max_delivery_attempts must be between 5 and 100 (the range Pub/Sub accepts)."
   }
 }
 
@@ -60,6 +76,7 @@ variable "event_handler" {
     min_instance_count               = optional(number, 0)
     presence_cache_runs              = optional(number, 1000)
     reconcile_max_runs               = optional(number, 500)
+    revision_quiet_seconds           = optional(number, 30)
     timeout_seconds                  = optional(number, 300)
   })
   default  = {}
@@ -86,12 +103,22 @@ variable "event_handler" {
     error_message = "event_handler.memory_mib must be at least 128, max_instance_count and max_instance_request_concurrency at least 1."
   }
   validation {
+    # Cloud Run refuses more than one concurrent request per instance with less than one CPU.
+    condition     = can(tonumber(var.event_handler.available_cpu)) ? (tonumber(var.event_handler.available_cpu) >= 1 || var.event_handler.max_instance_request_concurrency == 1) : false
+    error_message = "event_handler.available_cpu must be a number of CPUs (\"0.5\", \"1\", \"2\"), and at least 1 when max_instance_request_concurrency is more than 1."
+  }
+  validation {
+    condition     = var.event_handler.min_instance_count >= 0 ? var.event_handler.min_instance_count <= var.event_handler.max_instance_count : false
+    error_message = "event_handler.min_instance_count must be between 0 and max_instance_count."
+  }
+  validation {
     condition = alltrue([
       var.event_handler.claim_lease_seconds >= 1,
       var.event_handler.presence_cache_runs >= 0,
       var.event_handler.reconcile_max_runs >= 1,
+      var.event_handler.revision_quiet_seconds >= 0,
     ])
-    error_message = "event_handler.claim_lease_seconds and reconcile_max_runs must be at least 1, presence_cache_runs at least 0 (0 turns the cache off)."
+    error_message = "event_handler.claim_lease_seconds and reconcile_max_runs must be at least 1, presence_cache_runs (0 turns the cache off) and revision_quiet_seconds at least 0."
   }
 }
 
@@ -136,6 +163,54 @@ variable "labels" {
   type        = map(string)
   default     = {}
   nullable    = false
+  # Google's label rules: keys start with a lowercase letter; keys and values hold at most 63
+  # lowercase letters, digits, underscores and hyphens; at most 64 labels.
+  validation {
+    condition     = length(var.labels) <= 64 && alltrue([for k, v in var.labels : can(regex("^\\p{Ll}[\\p{Ll}0-9_-]{0,62}$", k)) && can(regex("^[\\p{Ll}0-9_-]{0,63}$", v))])
+    error_message = "labels: at most 64; keys must start with a lowercase letter, and keys and values hold at most 63 lowercase letters, digits, underscores or hyphens."
+  }
+}
+
+variable "monitoring" {
+  description = "Alert policies, log-based metrics and a dashboard (monitoring.tf). The notification channels (ids projects/P/notificationChannels/N) receive the alerts; an alert fires when its figure exceeds the threshold: dead letters waiting, the event subscription's oldest unacknowledged message age, the functions' 5xx share of requests, runs failed or stalled in an hour."
+  type = object({
+    dead_letter_messages       = optional(number, 0)
+    enabled                    = optional(bool, true)
+    handler_5xx_ratio          = optional(number, 0.05)
+    notification_channels      = optional(list(string), [])
+    oldest_unacked_age_seconds = optional(number, 1800)
+    registry_5xx_ratio         = optional(number, 0.05)
+    runs_failed_per_hour       = optional(number, 0)
+    runs_stalled_per_hour      = optional(number, 0)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = alltrue([for c in var.monitoring.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "monitoring.notification_channels must be notification channel ids: projects/PROJECT/notificationChannels/ID."
+  }
+  validation {
+    condition = alltrue([
+      var.monitoring.dead_letter_messages >= 0,
+      var.monitoring.oldest_unacked_age_seconds >= 60,
+      var.monitoring.runs_failed_per_hour >= 0,
+      var.monitoring.runs_stalled_per_hour >= 0,
+      var.monitoring.handler_5xx_ratio > 0 && var.monitoring.handler_5xx_ratio <= 1,
+      var.monitoring.registry_5xx_ratio > 0 && var.monitoring.registry_5xx_ratio <= 1,
+    ])
+    error_message = "monitoring thresholds: dead_letter_messages, runs_failed_per_hour and runs_stalled_per_hour at least 0, oldest_unacked_age_seconds at least 60, the 5xx ratios in (0, 1]."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Days a replaced or deleted object of the registry and sources buckets (both versioned) is kept as a noncurrent version before it is deleted."
+  type        = number
+  default     = 30
+  nullable    = false
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1
+    error_message = "noncurrent_version_retention_days must be at least 1."
+  }
 }
 
 variable "notification" {
@@ -218,9 +293,10 @@ variable "region" {
 }
 
 variable "registry" {
-  description = "Registry function: resources, scaling, ingress, who may call it (IAM members) and who may register versions (emails, TALLY_REGISTRY_WRITERS)."
+  description = "Registry function: resources, scaling, ingress, who may call it (IAM members), who may register versions (emails, TALLY_REGISTRY_WRITERS), and whether destroy deletes the registered specs (bucket_force_destroy)."
   type = object({
     available_cpu                    = optional(string, "1")
+    bucket_force_destroy             = optional(bool, true)
     certs_url                        = optional(string, "https://www.googleapis.com/oauth2/v1/certs")
     ingress_settings                 = optional(string, "ALLOW_ALL")
     invokers                         = optional(list(string), [])
@@ -256,9 +332,22 @@ variable "registry" {
       var.registry.list_ttl_seconds >= 0,
       var.registry.memory_mib >= 128,
       var.registry.max_instance_count >= 1,
-      var.registry.timeout_seconds >= 1,
+      var.registry.max_instance_request_concurrency >= 1,
     ])
-    error_message = "registry.list_ttl_seconds must be at least 0, memory_mib at least 128, max_instance_count and timeout_seconds at least 1."
+    error_message = "registry.list_ttl_seconds must be at least 0, memory_mib at least 128, max_instance_count and max_instance_request_concurrency at least 1."
+  }
+  validation {
+    # 3600 s is the longest request an HTTP function (2nd gen) may take.
+    condition     = var.registry.timeout_seconds >= 1 ? var.registry.timeout_seconds <= 3600 : false
+    error_message = "registry.timeout_seconds must be between 1 and 3600."
+  }
+  validation {
+    condition     = can(tonumber(var.registry.available_cpu)) ? (tonumber(var.registry.available_cpu) >= 1 || var.registry.max_instance_request_concurrency == 1) : false
+    error_message = "registry.available_cpu must be a number of CPUs (\"0.5\", \"1\", \"2\"), and at least 1 when max_instance_request_concurrency is more than 1."
+  }
+  validation {
+    condition     = var.registry.min_instance_count >= 0 ? var.registry.min_instance_count <= var.registry.max_instance_count : false
+    error_message = "registry.min_instance_count must be between 0 and max_instance_count."
   }
 }
 

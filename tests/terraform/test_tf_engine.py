@@ -54,7 +54,8 @@ def test_configuration_loads_without_errors() -> None:
     retcode, output = load(TF_DIR)
     assert retcode == 0, output
     assert "Error" not in output, output
-    assert "provider[registry.terraform.io/hashicorp/google] >= 6.0.0, < 7.0.0" in output
+    assert "provider[registry.terraform.io/hashicorp/google] >= 6.41.0, < 8.0.0" in output
+    assert "provider[registry.terraform.io/hashicorp/google-beta] >= 6.41.0, < 8.0.0" in output
     assert "provider[registry.terraform.io/hashicorp/archive]" in output
     assert not (TF_DIR / ".terraform").exists(), "loading must not initialize the directory"
 

@@ -369,8 +369,7 @@ def unknown_attributes(module: Module) -> list[str]:
                 for match in _ATTRIBUTE_REF.finditer(expr):
                     data, type_, name, attribute = match.groups()
                     section = "data_source_schemas" if data else "resource_schemas"
-                    schema = provider_schemas().get(PROVIDER_ADDRESSES[type_.split("_")[0]], {})
-                    block_ = schema.get(section, {}).get(type_, {}).get("block", {})
+                    block_ = _type_schema(section, type_)
                     known = {**block_.get("attributes", {}), **block_.get("block_types", {})}
                     if attribute not in known:
                         ref = f"{data or ''}{type_}.{name}.{attribute}"
@@ -379,6 +378,19 @@ def unknown_attributes(module: Module) -> list[str]:
 
 
 # --- provider schema ------------------------------------------------------------------------------
+
+
+def _type_schema(section: str, type_: str) -> dict[str, Any]:
+    """A type's block schema; google_ types may live in google-beta only."""
+    prefix = type_.split("_", maxsplit=1)[0]
+    candidates = [PROVIDER_ADDRESSES[prefix]]
+    if prefix == "google":
+        candidates.append(PROVIDER_ADDRESSES["google-beta"])
+    for address in candidates:
+        found = provider_schemas().get(address, {}).get(section, {}).get(type_)
+        if found:
+            return found["block"]
+    return {}
 
 
 @cache
