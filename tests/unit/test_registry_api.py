@@ -19,12 +19,16 @@ import werkzeug.routing
 from tally_registry import entry
 from tally_registry.api import Api, Request
 from tally_registry.errors import ApiError, ConfigError, StoreError
+from tally_registry.layout import RunLayout
+from tally_registry.reconcile import MemoryReconcileQueue
 from tally_registry.registry import Registry, default_object, spec_object
+from tally_registry.spec import RunFolder
 from tally_registry.store import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = "writer@tally.test"
 GOOD = {"Authorization": "Bearer good"}
+JSON_WRITE = {**GOOD, "Content-Type": "application/json"}
 
 
 class StubAuthorizer:
@@ -80,8 +84,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def api(store: MemoryStore, clock: Clock) -> Api:
-    return Api(Registry(store, list_ttl=10, clock=clock), StubAuthorizer())
+def queue() -> MemoryReconcileQueue:
+    return MemoryReconcileQueue()
+
+
+@pytest.fixture
+def api(store: MemoryStore, clock: Clock, queue: MemoryReconcileQueue) -> Api:
+    return Api(Registry(store, list_ttl=10, clock=clock), StubAuthorizer(), reconcile=queue)
 
 
 @pytest.fixture
@@ -614,6 +623,7 @@ def test_write_requests_are_logged_without_tokens(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(e["severity"], e["status"]) for e in lines] == [("INFO", 201), ("WARNING", 401)]
     assert lines[0]["writer"] == WRITER
+    assert lines[0]["reconcile"] == "requested"
     assert (lines[0]["workflow"], lines[0]["version"]) == ("logged", "1")
     assert lines[1]["code"] == "missing-token"
     assert all("good" not in json.dumps(e) for e in lines)
@@ -659,7 +669,8 @@ def test_main_imports_nothing_heavy() -> None:
     code = (
         "import sys, main; "
         "heavy = ('flask', 'functions_framework', 'jsonschema', 'google.cloud.storage', "
-        "'google.auth', 'google.oauth2', 'werkzeug', 'requests'); "
+        "'google.cloud.pubsub', 'google.pubsub', 'google.auth', 'google.oauth2', 'werkzeug', "
+        "'requests'); "
         "print([m for m in sys.modules if m.startswith(heavy)]); "
         "assert callable(main.handle)"
     )
@@ -691,3 +702,167 @@ def test_entry_builds_once_under_concurrency(monkeypatch: pytest.MonkeyPatch) ->
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(get, range(8))) == {"api"}
     assert built == [1]
+
+
+def test_reads_import_no_pubsub_even_with_a_topic() -> None:
+    """The Pub/Sub client is loaded by the first registration, never by reads."""
+    code = (
+        "import sys, main; from tally_registry import entry; "
+        "from tally_registry.api import Request; "
+        "api = entry.build_api({'TALLY_REGISTRY_BUCKET': 'b', 'TALLY_REGISTRY_AUDIENCE': 'a', "
+        "'TALLY_PROJECT': 'p', 'TALLY_OBJECT_EVENTS_TOPIC': 't'}); "
+        "assert api.reconcile is not None; "
+        "assert api.handle(Request.of('GET', '/healthz')).status == 200; "
+        "print([m for m in sys.modules if m.startswith(('google.cloud.pubsub', 'google.pubsub'))])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT / "functions" / "registry",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- reconcile requests ------------------------------------------------------------------------
+
+
+def test_registration_requests_a_reconcile_of_the_version(
+    client: Any, queue: MemoryReconcileQueue
+) -> None:
+    url = "/workflows/late/versions/1.0.0"
+    resp = client.put(url, json=spec_doc("late", "1.0.0"), headers=GOOD)
+    assert (resp.status_code, resp.headers["Tally-Reconcile"]) == (201, "requested")
+    assert queue.requests == [("late", "1.0.0")]
+    # An identical repeat asks again: it is how a client retries a lost request.
+    resp = client.put(url, json=spec_doc("late", "1.0.0"), headers=GOOD)
+    assert (resp.status_code, resp.headers["Tally-Reconcile"]) == (200, "requested")
+    assert queue.requests == [("late", "1.0.0")] * 2
+    refused = [
+        client.put(url, json=spec_doc("late", "1.0.0", "other.txt"), headers=GOOD),  # 409
+        client.put(url, json=spec_doc("late", "1.0.0", "output.json"), headers=GOOD),  # 400
+        client.put("/workflows/late/versions/2", json=spec_doc("late", "2")),  # 401
+        client.put("/workflows/late/default", json={"version": "1.0.0"}, headers=GOOD),
+    ]
+    assert [r.status_code for r in refused] == [409, 400, 401, 200]
+    assert all("Tally-Reconcile" not in r.headers for r in refused)
+    assert queue.requests == [("late", "1.0.0")] * 2
+
+
+def test_failed_reconcile_request_keeps_the_registration(
+    store: MemoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = Api(Registry(store), StubAuthorizer(), reconcile=MemoryReconcileQueue(OSError("down")))
+    body = json.dumps(spec_doc("late", "1.0.0")).encode()
+    resp = api.handle(Request.of("PUT", "/workflows/late/versions/1.0.0", JSON_WRITE, body))
+    assert (resp.status, resp.headers["Tally-Reconcile"]) == (201, "scheduled")
+    assert api.handle(Request.of("GET", "/workflows/late/versions/1.0.0")).status == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    error = next(e for e in lines if e.get("event") == "registry.reconcile")
+    assert error["severity"] == "ERROR"
+    assert (error["workflow"], error["version"], error["error"]) == (
+        "late",
+        "1.0.0",
+        "OSError: down",
+    )
+    assert "next scheduled reconcile" in error["message"]
+    assert "tally reconcile --prefix late/1.0.0/" in error["message"]
+
+
+def test_without_a_topic_registration_says_reconcile_waits(
+    store: MemoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = Api(Registry(store), StubAuthorizer())
+    body = json.dumps(spec_doc("late", "1.0.0")).encode()
+    resp = api.handle(Request.of("PUT", "/workflows/late/versions/1.0.0", JSON_WRITE, body))
+    assert (resp.status, resp.headers["Tally-Reconcile"]) == (201, "scheduled")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    info = next(e for e in lines if e.get("event") == "registry.reconcile")
+    assert info["severity"] == "INFO"
+    assert "TALLY_OBJECT_EVENTS_TOPIC is empty" in info["message"]
+
+
+# -- reserved names and path budget from the configuration -------------------------------------
+
+
+def put_spec(api: Api, doc: dict[str, Any]) -> Any:
+    url = f"/workflows/{doc['workflow']}/versions/{doc['version']}"
+    return api.handle(Request.of("PUT", url, JSON_WRITE, json.dumps(doc).encode()))
+
+
+def problems(resp: Any) -> list[dict[str, str]]:
+    body = json.loads(resp.body)
+    assert (resp.status, body["error"]["code"]) == (400, "invalid-spec"), body
+    return body["error"]["details"]
+
+
+def test_reserved_names_are_the_configured_ones(store: MemoryStore) -> None:
+    queue = MemoryReconcileQueue()
+    folder = RunFolder("manifest.json", "FAILED.txt")
+    api = Api(Registry(store, folder=folder), StubAuthorizer(), reconcile=queue)
+    for entry_, needle in [
+        ({"path": "manifest.json"}, "manifest"),
+        ({"path": "FAILED.txt"}, "failure marker"),
+        ({"pattern": "*.json", "count": 1}, "'manifest.json'"),
+        ({"pattern": "FAILED.*", "count": 1}, "'FAILED.txt'"),
+        ({"path": "_tally/list.json"}, "under '_tally/'"),
+    ]:
+        doc = {"workflow": "wf", "version": "1", "expected_outputs": [entry_]}
+        found = problems(put_spec(api, doc))
+        assert any(needle in p["message"] for p in found), (entry_, found)
+    # The defaults are ordinary names under another configuration.
+    doc = spec_doc("wf", "1", "output.json", "_FAILED")
+    assert put_spec(api, doc).status == 201
+    assert queue.requests == [("wf", "1")]
+
+
+@pytest.mark.parametrize("name", ["_tally", "_tally/"])
+def test_a_path_named_like_the_tally_folder_is_named_accurately(api: Api, name: str) -> None:
+    found = problems(put_spec(api, spec_doc("wf", "1", name)))
+    messages = [p["message"] for p in found]
+    assert any("tally's reserved folder" in m for m in messages), messages
+    assert not any("is under" in m for m in messages), messages
+
+
+def test_workflow_named_tally_is_refused(api: Api, queue: MemoryReconcileQueue) -> None:
+    found = problems(put_spec(api, spec_doc("_tally", "1")))
+    assert [p["pointer"] for p in found] == ["/workflow"]
+    assert "bucket" in found[0]["message"] and "another name" in found[0]["message"]
+    assert queue.requests == []
+
+
+def test_paths_fit_in_an_object_name_under_the_layout(store: MemoryStore) -> None:
+    api = Api(Registry(store), StubAuthorizer(), reconcile=MemoryReconcileQueue())
+    budget = 1024 - len("wf/1/x/")  # workflow, version and a 1-byte run id
+    assert put_spec(api, spec_doc("wf", "1", "a" * budget)).status == 201
+    found = problems(put_spec(api, spec_doc("wf", "2", "a" * (budget + 1))))
+    assert f"fit in {budget}" in found[0]["message"]
+    # UTF-8 bytes count, not characters: 510 'é' are 1,020 bytes.
+    assert problems(put_spec(api, spec_doc("wf", "3", "é" * 510)))
+    # A longer version name leaves fewer bytes; a pattern too long to match anything is refused.
+    long_version = "v" * 100
+    found = problems(put_spec(api, spec_doc("wf", long_version, "a" * budget)))
+    assert f"fit in {budget - 99}" in found[0]["message"]
+    doc = {
+        "workflow": "wf",
+        "version": long_version,
+        "expected_outputs": [{"pattern": "**/" + "a" * (budget - 99) + "?", "count": 1}],
+    }
+    assert "at least" in problems(put_spec(api, doc))[0]["message"]
+    runs = RunFolder(layout=RunLayout.parse("runs/{workflow}/{version}/{run_id}/{path}"))
+    api = Api(Registry(store, folder=runs), StubAuthorizer(), reconcile=MemoryReconcileQueue())
+    found = problems(put_spec(api, spec_doc("wf", "4", "a" * budget)))
+    assert f"fit in {budget - len('runs/')}" in found[0]["message"]
+
+
+def test_stored_spec_at_odds_with_the_configuration_is_served_with_a_warning(
+    store: MemoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(store, spec_doc("old", "1", "manifest.json"))
+    api = Api(Registry(store, folder=RunFolder("manifest.json")), StubAuthorizer())
+    assert api.handle(Request.of("GET", "/workflows/old/versions/1")).status == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["severity"] for e in lines] == ["WARNING"]
+    assert "new version" in lines[0]["message"]
+    assert lines[0]["details"][0]["pointer"] == "/expected_outputs/0/path"

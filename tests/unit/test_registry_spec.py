@@ -278,3 +278,24 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(spec.load_schema())
+
+
+@pytest.mark.parametrize(
+    ("pattern", "least"),
+    [
+        ("**/a", 1),
+        ("a/**/b", 3),
+        ("s/*.parquet", 10),
+        ("?é[abc]*", 4),
+        ("[!x]**", 1),
+        ("[]a]?", 2),
+    ],
+)
+def test_shortest_match_of_a_glob_in_bytes(pattern: str, least: int) -> None:
+    assert spec._min_match_bytes(pattern) == least
+
+
+def test_configuration_checks_are_left_out_for_stored_specs() -> None:
+    doc = outputs({"path": "output.json"}, {"path": "x" * 1024})
+    assert spec.validate(doc, None) == []
+    assert len(spec.validate(doc)) == 2

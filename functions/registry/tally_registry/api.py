@@ -24,6 +24,7 @@ from tally_registry.errors import (
     VersionConflict,
 )
 from tally_registry.log import log
+from tally_registry.reconcile import ReconcileQueue
 from tally_registry.registry import Registry, VersionDoc, WorkflowInfo, etag_of
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -33,6 +34,9 @@ NO_STORE = "no-store"
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 READ = ("GET", "HEAD")
 READ_WRITE = ("GET", "HEAD", "PUT")
+# On a registration: "requested" (the version's runs are being reconciled) or "scheduled" (runs
+# already complete wait for the next scheduled reconcile: requests are off or failed).
+RECONCILE_HEADER = "Tally-Reconcile"
 
 Handler = Callable[["Request"], "Response"]
 Route = tuple[tuple[str, ...], Handler, Handler | None]
@@ -129,10 +133,12 @@ class Api:
         registry: Registry,
         authorizer: Authorizer,
         *,
+        reconcile: ReconcileQueue | None = None,
         openapi_path: Path = OPENAPI_PATH,
     ) -> None:
         self.registry = registry
         self.authorizer = authorizer
+        self.reconcile = reconcile  # None: TALLY_OBJECT_EVENTS_TOPIC is empty
         self.openapi_path = openapi_path
         self._openapi: tuple[bytes, str] | None = None
         ttl = int(registry.list_ttl)
@@ -197,6 +203,8 @@ class Api:
             fields["writer"] = writer[0]
         if resp.error_code:
             fields["code"] = resp.error_code
+        if RECONCILE_HEADER in resp.headers:
+            fields["reconcile"] = resp.headers[RECONCILE_HEADER]
         log(severity, f"{req.method} {req.path} -> {resp.status}", **fields)
 
     # -- routing ---------------------------------------------------------------------------
@@ -374,7 +382,7 @@ class Api:
 
     def _put_version(self, req: Request, workflow: str, version: str) -> Response:
         doc = self._read_json(req)
-        problems = specs.validate(doc)
+        problems = specs.validate(doc, self.registry.folder)
         if isinstance(doc, dict):
             for kind, expected in (("workflow", workflow), ("version", version)):
                 if kind in doc and doc[kind] != expected:
@@ -404,16 +412,48 @@ class Api:
                 "versions are immutable: register the change as a new version",
                 [{"workflow": workflow, "version": version}],
             ) from None
-        return self._written(created, stored)
+        # Also on an identical repeat (200): a retry then re-requests a reconcile that failed or
+        # was lost to a crash after the write; reconciling a version twice is harmless.
+        reconcile = self._request_reconcile(workflow, version)
+        return self._written(created, stored, reconcile)
+
+    def _request_reconcile(self, workflow: str, version: str) -> str:
+        """Ask for a reconcile of the version's runs; the RECONCILE_HEADER value. Never raises:
+        the spec is stored, and a registration must not fail for want of a reconcile."""
+        fields = {"event": "registry.reconcile", "workflow": workflow, "version": version}
+        prefix = self.registry.folder.layout.version_prefix(workflow, version)
+        later = "its runs already complete are announced at the next scheduled reconcile" + (
+            f" (or now: tally reconcile --prefix {prefix})" if prefix else ""
+        )
+        if self.reconcile is None:
+            log(
+                "INFO",
+                f"registered {workflow} {version}: reconcile requests are off "
+                f"(TALLY_OBJECT_EVENTS_TOPIC is empty); {later}",
+                **fields,
+            )
+            return "scheduled"
+        try:
+            self.reconcile.request(workflow, version)
+        except Exception as exc:  # whatever fails here, the registration stands
+            log(
+                "ERROR",
+                f"registered {workflow} {version}, but its reconcile request failed: {later}",
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                **fields,
+            )
+            return "scheduled"
+        return "requested"
 
     @staticmethod
-    def _written(created: bool, doc: VersionDoc) -> Response:
+    def _written(created: bool, doc: VersionDoc, reconcile: str) -> Response:
         location = f"/workflows/{quote(doc.workflow)}/versions/{quote(doc.version)}"
         headers = {
             "Content-Type": JSON_TYPE,
             "Cache-Control": NO_STORE,
             "ETag": doc.etag,
             "Location": location,
+            RECONCILE_HEADER: reconcile,
         }
         return Response(201 if created else 200, doc.body, headers)
 

@@ -14,6 +14,7 @@ from tally_registry.auth import IdTokenAuthorizer
 from tally_registry.config import Config
 from tally_registry.errors import ApiError, ConfigError
 from tally_registry.log import log
+from tally_registry.reconcile import PubSubReconcileQueue
 from tally_registry.registry import Registry
 from tally_registry.store import GcsStore
 
@@ -22,12 +23,15 @@ _lock = threading.Lock()
 
 
 def build_api(env: Any = None) -> Api:
-    """The API wired to Cloud Storage and Google ID tokens, configured from `env`."""
+    """The API wired to Cloud Storage, Pub/Sub and Google ID tokens, configured from `env`."""
     config = Config.from_env() if env is None else Config.from_env(env)
     store = GcsStore(config.bucket, emulator_host=config.emulator_host, project=config.project)
-    registry = Registry(store, list_ttl=config.list_ttl)
+    registry = Registry(store, list_ttl=config.list_ttl, folder=config.run_folder)
     authorizer = IdTokenAuthorizer(config.audience, config.certs_url, config.writers)
-    return Api(registry, authorizer)
+    reconcile = None
+    if config.object_events_topic and config.project:
+        reconcile = PubSubReconcileQueue(config.project, config.object_events_topic, config.layout)
+    return Api(registry, authorizer, reconcile=reconcile)
 
 
 def get_api() -> Api:

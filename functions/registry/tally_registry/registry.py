@@ -115,8 +115,10 @@ class Registry:
         list_ttl: float = 10.0,
         version_cache_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        folder: specs.RunFolder = specs.DEFAULT_FOLDER,
     ) -> None:
         self.store = store
+        self.folder = folder  # what registrations may not name, and the path budget
         self.list_ttl = list_ttl
         self._versions = LruCache(version_cache_size)
         self._lists = TtlCache(list_ttl, clock=clock)
@@ -133,6 +135,7 @@ class Registry:
         if found is None:
             return None
         doc = self._load_version(workflow, version, found[0])
+        self._warn_if_unfit(doc)
         self._versions.put(key, doc)
         return doc
 
@@ -260,6 +263,21 @@ class Registry:
             )
         return WorkflowInfo(workflow, ordered, highest(ordered) or "", "highest")
 
+    def _warn_if_unfit(self, doc: VersionDoc) -> None:
+        """A spec registered before the configuration changed stays served (versions are
+        immutable, and the event handler must see it to report its runs), but is flagged."""
+        problems = specs.folder_problems(doc.spec, self.folder)
+        if problems:
+            log(
+                "WARNING",
+                f"{spec_object(doc.workflow, doc.version)} conflicts with the configuration "
+                "(TALLY_MANIFEST_NAME, TALLY_FAILURE_MARKER, TALLY_LAYOUT): its runs may never "
+                "complete; register a corrected spec as a new version",
+                workflow=doc.workflow,
+                version=doc.version,
+                details=problems,
+            )
+
     @staticmethod
     def _load_version(workflow: str, version: str, data: bytes) -> VersionDoc:
         name = spec_object(workflow, version)
@@ -267,7 +285,7 @@ class Registry:
             doc = specs.loads_strict(data)
         except specs.JsonError as exc:
             raise InvalidStoredDocument(f"{name} is not valid JSON: {exc}") from None
-        problems = specs.validate(doc)
+        problems = specs.validate(doc, None)  # stored under any configuration: see _warn_if_unfit
         if isinstance(doc, dict):
             for field, expected in (("workflow", workflow), ("version", version)):
                 if doc.get(field) != expected:

@@ -2,6 +2,10 @@
 
 A spec lists a workflow version's expected outputs: an exact `path`, or a glob `pattern` with the
 exact `count` of objects it must match. jsonschema is imported on first validation only.
+
+Some checks depend on the configuration shared with the event handler (a `RunFolder`: the
+manifest and failure marker names, and the layout that bounds a path's bytes); the others hold
+whatever the configuration.
 """
 
 from __future__ import annotations
@@ -9,19 +13,34 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tally_registry.layout import DEFAULT_LAYOUT, MAX_OBJECT_NAME_BYTES, TALLY_FOLDER, RunLayout
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec.schema.json"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
-MANIFEST_NAME = "output.json"
-FAILURE_MARKER = "_FAILED"
-RESERVED_PREFIX = "_tally/"
+RESERVED_WORKFLOW = TALLY_FOLDER[:-1]  # tally's bucket-level objects live under "_tally/"
 
 Problem = dict[str, str]  # {"pointer": JSON pointer, "message": what is wrong and what to do}
 
 _validator_lock = threading.Lock()
 _validator: Any = None
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """What tally itself names in every run folder (TALLY_MANIFEST_NAME, TALLY_FAILURE_MARKER;
+    the "_tally/" folder is fixed) and how run folders are named (TALLY_LAYOUT)."""
+
+    manifest_name: str = "output.json"
+    failure_marker: str = "_FAILED"
+    layout: RunLayout = DEFAULT_LAYOUT
+
+
+DEFAULT_FOLDER = RunFolder()
 
 
 class GlobError(ValueError):
@@ -229,12 +248,22 @@ def _name_problems(name: str, where: str, kind: str) -> list[Problem]:
         add(f"{kind} {name!r} has a '.' segment: remove it")
     if "" in segments:
         add(f"{kind} {name!r} has an empty segment ('//' or a trailing '/'): remove it")
-    if name == MANIFEST_NAME:
-        add(f"{kind} {name!r} is the manifest tally writes in every run folder: rename the output")
-    if name == FAILURE_MARKER:
-        add(f"{kind} {name!r} is the failure marker, not an output: remove the entry")
-    if name == RESERVED_PREFIX[:-1] or name.startswith(RESERVED_PREFIX):
-        add(f"{kind} {name!r} is under '_tally/', which tally reserves for its own objects")
+    if name == TALLY_FOLDER[:-1]:
+        add(
+            f"{kind} {name!r} is named like tally's reserved folder {TALLY_FOLDER!r}: an object "
+            "beside that folder is ambiguous to tools that show the bucket as folders; "
+            "rename the output"
+        )
+    elif name == TALLY_FOLDER:
+        add(
+            f"{kind} {name!r} is tally's reserved folder itself, not an object: "
+            "tally keeps its own objects there; remove the entry"
+        )
+    elif name.startswith(TALLY_FOLDER):
+        add(
+            f"{kind} {name!r} is under {TALLY_FOLDER!r}, which tally reserves for its own "
+            "objects: move the output out of it"
+        )
     return problems
 
 
@@ -244,52 +273,47 @@ def _pattern_problems(pattern: str, where: str) -> tuple[list[Problem], re.Patte
         rx = compile_glob(pattern)
     except GlobError as exc:
         return [*problems, {"pointer": where, "message": f"invalid glob {pattern!r}: {exc}"}], None
-    if not problems:
-        for reserved in (MANIFEST_NAME, FAILURE_MARKER):
-            if rx.match(reserved):
-                problems.append(
-                    {
-                        "pointer": where,
-                        "message": f"pattern {pattern!r} matches {reserved!r}, which tally "
-                        "writes or reads itself: narrow the pattern",
-                    }
-                )
     return problems, rx
 
 
 def _semantic_problems(doc: Any) -> list[Problem]:
     """Checks JSON Schema cannot express; tolerant of documents that also fail the schema."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("expected_outputs"), list):
+    if not isinstance(doc, dict):
         return []
     problems: list[Problem] = []
+    if doc.get("workflow") == RESERVED_WORKFLOW:
+        problems.append(
+            {
+                "pointer": "/workflow",
+                "message": f"workflow {RESERVED_WORKFLOW!r} is reserved: tally keeps its "
+                f"bucket-level objects under {TALLY_FOLDER!r} at the bucket's root; "
+                "choose another name",
+            }
+        )
+    if not isinstance(doc.get("expected_outputs"), list):
+        return problems
     seen: dict[tuple[str, str], int] = {}
     paths: dict[str, int] = {}
     globs: list[tuple[int, str, re.Pattern[str]]] = []
-    for i, entry in enumerate(doc["expected_outputs"]):
-        if not isinstance(entry, dict):
-            continue
-        for kind in ("path", "pattern"):
-            name = entry.get(kind)
-            if not isinstance(name, str) or not name:
-                continue
-            where = f"/expected_outputs/{i}/{kind}"
-            if (kind, name) in seen:
-                problems.append(
-                    {
-                        "pointer": where,
-                        "message": f"duplicate {kind} {name!r} (also entry {seen[kind, name]}): "
-                        "list it once",
-                    }
-                )
-            seen.setdefault((kind, name), i)
-            if kind == "path":
-                problems += _name_problems(name, where, kind)
-                paths.setdefault(name, i)
-            else:
-                found, rx = _pattern_problems(name, where)
-                problems += found
-                if rx is not None:
-                    globs.append((i, name, rx))
+    for i, kind, name in _entry_names(doc):
+        where = f"/expected_outputs/{i}/{kind}"
+        if (kind, name) in seen:
+            problems.append(
+                {
+                    "pointer": where,
+                    "message": f"duplicate {kind} {name!r} (also entry {seen[kind, name]}): "
+                    "list it once",
+                }
+            )
+        seen.setdefault((kind, name), i)
+        if kind == "path":
+            problems += _name_problems(name, where, kind)
+            paths.setdefault(name, i)
+        else:
+            found, rx = _pattern_problems(name, where)
+            problems += found
+            if rx is not None:
+                globs.append((i, name, rx))
     # A path that a pattern also matches would count twice: completeness would be ambiguous.
     for path, i in paths.items():
         for j, pattern, rx in globs:
@@ -304,9 +328,99 @@ def _semantic_problems(doc: Any) -> list[Problem]:
     return problems
 
 
-def validate(doc: Any) -> list[Problem]:
-    """Every problem of a spec document, sorted by pointer; empty when the spec is valid."""
+def _entry_names(doc: dict[str, Any]) -> Iterator[tuple[int, str, str]]:
+    """(index, "path" or "pattern", name) of each entry's non-empty string names."""
+    for i, entry in enumerate(doc["expected_outputs"]):
+        if isinstance(entry, dict):
+            for kind in ("path", "pattern"):
+                name = entry.get(kind)
+                if isinstance(name, str) and name:
+                    yield i, kind, name
+
+
+def folder_problems(doc: Any, folder: RunFolder) -> list[Problem]:
+    """Conflicts of a spec with the configured run folder: the manifest and failure marker
+    names, and the bytes an object name has left for a path under the layout."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("expected_outputs"), list):
+        return []
+    workflow, version = doc.get("workflow"), doc.get("version")
+    budget = None
+    if (
+        isinstance(workflow, str)
+        and isinstance(version, str)
+        and is_valid_name(workflow)
+        and is_valid_name(version)
+    ):
+        budget = folder.layout.path_budget(workflow, version)
+    reserved = (
+        (folder.manifest_name, "the manifest tally writes in every run folder"),
+        (folder.failure_marker, "the failure marker, not an output"),
+    )
+    problems: list[Problem] = []
+    for i, kind, name in _entry_names(doc):
+        where = f"/expected_outputs/{i}/{kind}"
+        if kind == "path":
+            problems += [
+                {"pointer": where, "message": f"path {name!r} is {what}: rename the output"}
+                for reserved_name, what in reserved
+                if name == reserved_name
+            ]
+            least = len(name.encode())
+        else:
+            try:
+                rx = compile_glob(name)
+            except GlobError:
+                continue  # reported by the semantic checks
+            problems += [
+                {
+                    "pointer": where,
+                    "message": f"pattern {name!r} matches {reserved_name!r}, {what}: "
+                    "narrow the pattern",
+                }
+                for reserved_name, what in reserved
+                if rx.match(reserved_name)
+            ]
+            least = _min_match_bytes(name)
+        if budget is not None and least > budget:
+            what = "is" if kind == "path" else "matches only names of at least"
+            problems.append(
+                {
+                    "pointer": where,
+                    "message": f"{kind} {what} {least} UTF-8 bytes, but paths of {workflow} "
+                    f"{version} fit in {budget}: object names are at most "
+                    f"{MAX_OBJECT_NAME_BYTES:,} bytes and the run folder prefix takes "
+                    f"{MAX_OBJECT_NAME_BYTES - budget} with a 1-byte run id (layout "
+                    f"{folder.layout.template!r}); shorten the {kind}",
+                }
+            )
+    return problems
+
+
+def _min_match_bytes(pattern: str) -> int:
+    """UTF-8 bytes of the shortest path a valid glob matches: wildcards but `?` and classes
+    (one character, at least one byte) may match nothing."""
+    size, i = 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            i += 3 if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/") else 1
+            continue
+        if c == "[":
+            i = _compile_class(pattern, i, [])
+        size += 1 if c in "?[" else len(c.encode())
+        i += 1
+    return size
+
+
+def validate(doc: Any, folder: RunFolder | None = DEFAULT_FOLDER) -> list[Problem]:
+    """Every problem of a spec document, sorted by pointer; empty when the spec is valid.
+
+    `folder` adds the checks that depend on the configuration (`folder_problems`); None leaves
+    them out, for a spec stored under an earlier configuration.
+    """
     problems = _schema_problems(doc) + _semantic_problems(doc)
+    if folder is not None:
+        problems += folder_problems(doc, folder)
     seen: set[tuple[str, str]] = set()
     unique = []
     for p in problems:
