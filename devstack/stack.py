@@ -455,6 +455,15 @@ class Stack:
             "TALLY_REGISTRY_WRITERS": REGISTRY_WRITER,
             "TALLY_REGISTRY_CERTS_URL": self.tokens.certs_url if self.tokens else "",
             "STORAGE_EMULATOR_HOST": self.storage_url,
+            # Registrations request a reconcile of their version on object-events.
+            "TALLY_PROJECT": self.names.project,
+            "TALLY_OBJECT_EVENTS_TOPIC": self.names.object_events_topic,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            # The run folder as the event handler sees it (empty: both use the default).
+            **{
+                name: self.handler_env.get(name, "")
+                for name in ("TALLY_LAYOUT", "TALLY_MANIFEST_NAME", "TALLY_FAILURE_MARKER")
+            },
         }
 
     def handler_process_env(self) -> dict[str, str]:

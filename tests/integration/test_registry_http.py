@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import poll
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,6 +307,8 @@ def test_traversal_and_odd_unicode_names_are_refused(reg: Any, path: str) -> Non
         ([{"path": "output.json"}], "/expected_outputs/0/path", "manifest"),
         ([{"path": "_FAILED"}], "/expected_outputs/0/path", "failure marker"),
         ([{"path": "_tally/state"}], "/expected_outputs/0/path", "_tally/"),
+        ([{"path": "_tally"}], "/expected_outputs/0/path", "reserved folder"),
+        ([{"path": "a" * 1020}], "/expected_outputs/0/path", "fit in"),
         ([{"pattern": "s/[x", "count": 2}], "/expected_outputs/0/pattern", "invalid glob"),
         ([{"pattern": "s/*"}], "/expected_outputs/0", "count"),
     ],
@@ -317,6 +321,8 @@ def test_traversal_and_odd_unicode_names_are_refused(reg: Any, path: str) -> Non
         "manifest",
         "failed",
         "reserved",
+        "tally-folder",
+        "too-long",
         "glob",
         "no-count",
     ],
@@ -350,6 +356,66 @@ def test_every_problem_listed_and_url_mismatch(reg: Any, wf: str) -> None:
         "/version",
         "/workflow",
     ]
+
+
+def test_workflow_named_tally_is_refused(reg: Any) -> None:
+    resp = put(reg, "/workflows/_tally/versions/1.0.0", spec_doc("_tally", "1.0.0"))
+    assert resp.status_code == 400, resp.text
+    assert [d["pointer"] for d in error(resp)["details"]] == ["/workflow"]
+
+
+# -- reconcile requests ------------------------------------------------------------------------
+
+
+def test_registration_publishes_a_reconcile_request(reg: Any, wf: str) -> None:
+    """A PUT queues a reconcile of its version on object-events; a refused PUT queues nothing."""
+    if not hasattr(reg, "subscriber"):
+        pytest.skip("the standalone registry has no Pub/Sub")
+    names = reg.names
+    observer = names.subscription(f"registry-reconcile-{wf}")
+    subscriber = reg.subscriber()
+    subscriber.create_subscription(
+        request={
+            "name": observer,
+            "topic": names.topic(names.object_events_topic),
+            "ack_deadline_seconds": 60,
+        }
+    )
+    seen: list[Any] = []
+
+    def pull() -> list[Any]:
+        resp = subscriber.pull(
+            request={"subscription": observer, "max_messages": 100, "return_immediately": True},
+            timeout=10,
+        )
+        if resp.received_messages:
+            subscriber.acknowledge(
+                request={
+                    "subscription": observer,
+                    "ack_ids": [r.ack_id for r in resp.received_messages],
+                }
+            )
+        seen.extend(
+            r.message for r in resp.received_messages if r.message.attributes.get("workflow") == wf
+        )
+        return seen
+
+    try:
+        refused = put(reg, f"/workflows/{wf}/versions/0.9", spec_doc(wf, "0.9", "output.json"))
+        assert refused.status_code == 400
+        resp = put(reg, f"/workflows/{wf}/versions/1.0.0", spec_doc(wf, "1.0.0"))
+        assert (resp.status_code, resp.headers["Tally-Reconcile"]) == (201, "requested")
+        message = poll(pull, timeout=30, message="the reconcile request")[0]
+        assert json.loads(message.data) == {}
+        assert dict(message.attributes) == {
+            "tally-request": "reconcile",
+            "workflow": wf,
+            "version": "1.0.0",
+            "prefix": f"{wf}/1.0.0/",
+        }
+        assert [m.attributes["version"] for m in pull()] == ["1.0.0"]
+    finally:
+        subscriber.delete_subscription(request={"subscription": observer})
 
 
 # -- auth --------------------------------------------------------------------------------------
