@@ -262,7 +262,13 @@ def status(
 
 def _print_status(doc: dict[str, Any], all_outputs: bool) -> None:
     say = output.out.print
-    colour = {"COMPLETE": "green", "FAILED": "red", "STALLED": "yellow"}.get(doc["state"], "cyan")
+    colour = {
+        "COMPLETE": "green",
+        "FAILED": "red",
+        "BLOCKED": "red",
+        "STALLED": "yellow",
+        "CHANGED": "yellow",
+    }.get(doc["state"], "cyan")
     say(f"run {doc['run']}  [bold {colour}]{doc['state']}[/]", markup=True)
     say(f"folder gs://{doc['bucket']}/{doc['prefix']}")
     spec = doc["spec"]
@@ -294,20 +300,44 @@ def _print_status(doc: dict[str, Any], all_outputs: bool) -> None:
     output.table(present, ["path", "size", "generation", "time_created"], "present outputs")
     if len(present) < len(outputs["present"]):
         say(f"  ... and {len(outputs['present']) - len(present)} more (--all lists them)")
-    manifest = doc["manifest"]
-    if manifest:
-        say(
-            f"manifest {manifest.get('status')} {manifest.get('state')}, "
-            f"{manifest.get('outputs_count')} outputs, generation {manifest.get('generation')}"
-            + (f", published {manifest['published_at']}" if manifest.get("published_at") else "")
-        )
-    else:
-        say("manifest none yet")
+    _print_announcement(doc)
     output.table(
         doc["history"],
         ["received_time", "delivery_id", "delivery_attempt", "output_path", "outcome", "detail"],
         "deliveries (event log)",
     )
+
+
+def _print_announcement(doc: dict[str, Any]) -> None:
+    say = output.out.print
+    announced = doc.get("announcement")
+    if announced and "error" in announced:
+        say(f"announcement record unreadable: {announced['error']}")
+    elif announced:
+        claim = (
+            f"claimed by {announced['claimant']} {announced['claim_age_seconds']:.0f} s ago,"
+            " not yet marked published"
+            if announced["claim_status"] == "claimed"
+            else f"published {announced['published_at']}"
+        )
+        say(
+            f"announced revision {announced['revision']} {announced['state']},"
+            f" {announced['outputs_count']} outputs, key {announced['idempotency_key']}; {claim}"
+        )
+        for change in doc.get("changes", []):
+            say(f"  changed since: {change}")
+    else:
+        say("announced not yet")
+    manifest = doc["manifest"]
+    if manifest.get("foreign"):
+        say(f"manifest [bold red]blocked[/]: {manifest['foreign']}", markup=True)
+    elif manifest.get("present"):
+        match = (
+            "matches the record" if manifest.get("matches_record") else "differs from the record"
+        )
+        say(f"manifest generation {manifest['generation']}, {match}")
+    else:
+        say("manifest none" + (" (reconciliation restores it)" if announced else " yet"))
 
 
 @app.command()
@@ -316,9 +346,18 @@ def runs(
     ctx: typer.Context,
     stalled: Annotated[bool, typer.Option("--stalled", help="Only STALLED runs.")] = False,
     incomplete: Annotated[
-        bool, typer.Option("--incomplete", help="Only runs not announced (RUNNING or STALLED).")
+        bool,
+        typer.Option(
+            "--incomplete",
+            help="Only runs without a current announcement (RUNNING, STALLED, ANNOUNCING,"
+            " CHANGED, BLOCKED).",
+        ),
     ] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only FAILED runs.")] = False,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(help="Only runs in this state (repeatable), e.g. --state CHANGED."),
+    ] = None,
     since: Annotated[
         str | None, typer.Option(help="Only runs active within this long: 30m, 2h, 7d.")
     ] = None,
@@ -333,9 +372,10 @@ def runs(
     if stalled:
         states.add("STALLED")
     if incomplete:
-        states.update({"RUNNING", "STALLED"})
+        states.update({"RUNNING", "STALLED", "ANNOUNCING", "CHANGED", "BLOCKED"})
     if failed:
         states.add("FAILED")
+    states.update(s.upper() for s in state or ())
     seconds = parse_duration(since) if since is not None else None
     rows = EventLog(_clients(ctx)).runs(sorted(states), seconds, workflow, limit)
     if json_out:
@@ -348,6 +388,7 @@ def runs(
             "version",
             "run_id",
             "state",
+            "revision",
             "outputs_seen",
             "first_event_time",
             "last_received_time",
@@ -432,6 +473,12 @@ def reconcile(
     prefix: Annotated[
         str | None, typer.Option(help="Only runs under this object prefix, e.g. 'rna-seq/2.0.0/'.")
     ] = None,
+    every_run: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Walk every run folder, not only the runs tally knows may be open."
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would change (runs in this process).")
     ] = False,
@@ -441,18 +488,22 @@ def reconcile(
     max_runs: Annotated[int, typer.Option(min=1, help="Runs examined per page.")] = 500,
     json_out: JsonFlag = False,
 ) -> None:
-    """Re-derive announcements from the bucket: announce complete runs, flag stalled ones.
+    """Re-derive announcements from the bucket: announce complete runs and revisions of changed
+    ones, finish stuck claims, restore deleted manifests, flag stalled runs.
 
-    By default a reconcile request is queued on the object-events topic for the event handler.
+    By default a reconcile request is queued on the object-events topic for the event handler;
+    it visits the runs that may be open (tally's open-run index) unless --prefix or --all.
     """
     from tally_cli import reconcile as rec
 
     clients = _clients(ctx)
     if local or dry_run:
         with output.progress("reconciling", None, not json_out) as update:
-            doc = rec.run_locally(clients, prefix, max_runs, dry_run, lambda n: update(completed=n))
+            doc = rec.run_locally(
+                clients, prefix, max_runs, dry_run, lambda n: update(completed=n), every_run
+            )
     else:
-        doc = rec.queue_request(clients, prefix)
+        doc = rec.queue_request(clients, prefix, every_run)
     if json_out:
         output.emit_json(doc)
     elif doc["queued"]:
@@ -466,12 +517,13 @@ def reconcile(
         verb = "would announce" if dry_run else "announced"
         output.out.print(
             f"examined {doc['examined']} runs: {verb} {len(doc['announced'])},"
-            f" stalled {len(doc['stalled'])}, incomplete {len(doc['incomplete'])}"
+            f" stalled {len(doc['stalled'])}, incomplete {len(doc['incomplete'])},"
+            f" changed {len(doc['changed'])}, manifests restored {len(doc['restored'])},"
+            f" being announced {len(doc['announcing'])}, blocked {len(doc['blocked'])}"
         )
-        for key in doc["announced"]:
-            output.out.print(f"  {verb} {key}")
-        for key in doc["stalled"]:
-            output.out.print(f"  stalled {key}")
+        for heading in ("announced", "stalled", "changed", "restored", "announcing", "blocked"):
+            for key in doc[heading]:
+                output.out.print(f"  {verb if heading == 'announced' else heading} {key}")
 
 
 @app.command()
@@ -543,6 +595,111 @@ def replay(
         ],
         ["message_id", "eventType", "objectId", *([] if dry_run else ["new_message_id"])],
     )
+
+
+# -- deployment ----------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def check(
+    ctx: typer.Context,
+    terraform_outputs: Annotated[
+        Path | None,
+        typer.Option(
+            help="`terraform output -json` of the deployment (a file, or - for stdin): registry "
+            "URL, bucket, topic, tables, check subscription."
+        ),
+    ] = None,
+    subscription: Annotated[
+        str | None,
+        typer.Option(
+            help="Subscription on the completions topic to wait on (terraform output "
+            "check_subscription_id; default: a temporary one, deleted at the end)."
+        ),
+    ] = None,
+    events_table: Annotated[
+        str | None, typer.Option(help="project.dataset.table (default: DATASET.events).")
+    ] = None,
+    runs_table: Annotated[
+        str | None, typer.Option(help="project.dataset.table (default: DATASET.runs).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="A registry writer's ID token (TALLY_REGISTRY_TOKEN).")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the announcement.")
+    ] = 120.0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the check run's objects in the bucket.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check a deployment end to end: register, write a run, see it announced and logged.
+
+    Exit 0 only if every step passed; 1 if one failed (each verdict says what to fix).
+    """
+    import sys
+
+    from tally_cli.check import Check, Target, apply_terraform_outputs
+
+    settings = _settings(ctx)
+    extra: dict[str, str] = {}
+    if terraform_outputs is not None:
+        where = "stdin" if str(terraform_outputs) == "-" else str(terraform_outputs)
+        try:
+            text = sys.stdin.read() if where == "stdin" else terraform_outputs.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
+        extra = apply_terraform_outputs(settings, text, where)
+    if token:
+        settings.registry_token = token
+        settings.sources["registry_token"] = "--token"  # noqa: S105 (a source name)
+    settings.require("registry_url")
+    settings.require("outputs_bucket")
+    target = Target(
+        settings,
+        events_table=events_table or extra.get("events_table") or settings.table("events"),
+        runs_table=runs_table or extra.get("runs_table") or settings.table("runs"),
+        check_subscription=subscription or extra.get("check_subscription"),
+        wait=wait,
+        keep=keep,
+    )
+    marks = {"ok": "[green]ok[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
+
+    def show(step: Any) -> None:
+        if json_out:
+            output.err.print(f"{step.name}: {step.status}", highlight=False)
+            return
+        output.out.print(
+            f"{marks[step.status]:<22} {step.title} ({step.seconds:.1f} s): {step.detail}",
+            markup=True,
+        )
+        if step.fix:
+            output.out.print(f"{'':<8} fix: {step.fix}")
+
+    if not json_out:
+        output.out.print(f"tally check: run {target.run_id}, registry {settings.registry_url}")
+    runner = Check(_clients(ctx), target, show)
+    steps = runner.run()
+    if json_out:
+        output.emit_json(
+            {
+                "passed": runner.passed,
+                "run_id": target.run_id,
+                "steps": [s.to_json() for s in steps],
+            }
+        )
+    else:
+        failed = [s.name for s in steps if s.status == "failed"]
+        output.out.print(
+            "[bold green]PASSED[/]: the deployment works end to end"
+            if runner.passed
+            else f"[bold red]FAILED[/]: {', '.join(failed) or 'skipped steps'}",
+            markup=True,
+        )
+    if not runner.passed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover
