@@ -12,7 +12,6 @@ which lists and manifests the whole run, is reported apart.
 from __future__ import annotations
 
 import base64
-import bisect
 import contextlib
 import gc
 import json
@@ -38,61 +37,9 @@ def _handler_modules() -> Any:
     return adapters
 
 
-class MemoryStorage:
-    """The StorageGateway interface over a sorted in-memory bucket (Storage's listing order)."""
-
-    def __init__(self) -> None:
-        from tally_handler.completeness import Entry
-
-        self._entry = Entry
-        self._names: list[str] = []
-        self._objects: dict[str, tuple[bytes, int]] = {}
-        self._generation = 1_700_000_000_000_000
-
-    def put(self, name: str, data: bytes = b"x") -> int:
-        if name not in self._objects:
-            bisect.insort(self._names, name)
-        self._generation += 1
-        self._objects[name] = (data, self._generation)
-        return self._generation
-
-    def exists(self, bucket: str, name: str, ops: Any) -> bool:
-        ops.reads += 1
-        return name in self._objects
-
-    def download(self, bucket: str, name: str, ops: Any, max_bytes: int | None = None):
-        ops.reads += 1
-        found = self._objects.get(name)
-        return None if found is None else (found[0][:max_bytes], found[1])
-
-    def list_page(self, bucket: str, prefix: str, request: Any, ops: Any):
-        ops.lists += 1
-        lo = bisect.bisect_left(self._names, prefix + (request.start_offset or ""))
-        if request.page_token:
-            lo = max(lo, bisect.bisect_right(self._names, request.page_token))
-        hi = (
-            bisect.bisect_left(self._names, prefix + request.end_offset)
-            if request.end_offset is not None
-            else bisect.bisect_left(self._names, prefix + "\U0010ffff")
-        )
-        names = self._names[lo : min(hi, lo + request.max_results)]
-        entries = [
-            self._entry(n[len(prefix) :], self._objects[n][1], 1, "crc", "md5", "text/plain")
-            for n in names
-        ]
-        ops.list_entries += len(entries)
-        token = names[-1] if names and lo + request.max_results < hi else None
-        return entries, token
-
-    def write(self, bucket: str, name: str, data: bytes, ops: Any, if_generation_match=None):
-        ops.writes += 1
-        current = self._objects.get(name)
-        if if_generation_match is not None and (current[1] if current else 0) != (
-            if_generation_match
-        ):
-            ops.precondition_failures += 1
-            raise _handler_modules().PreconditionFailed(name)
-        return self.put(name, data)
+class _NullPublisher:
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        return "1"
 
 
 class _NullLog:
@@ -142,12 +89,10 @@ def envelope(name: str, generation: int, message_id: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def _app(spec: Any, storage: MemoryStorage, cache_runs: int) -> Any:
+def _app(spec: Any, storage: Any, cache_runs: int) -> Any:
     _handler_modules()
-    from tally_handler import __version__
     from tally_handler.app import App
     from tally_handler.config import Config
-    from tally_handler.handler import Handler
 
     config = Config.from_env(
         {
@@ -160,19 +105,13 @@ def _app(spec: Any, storage: MemoryStorage, cache_runs: int) -> Any:
             "TALLY_PRESENCE_CACHE_RUNS": str(cache_runs),
         }
     )
-    app = App(config)
     log = _NullLog()
-    if not (hasattr(app, "_handler") and hasattr(app, "_event_log")):
-        raise RuntimeError("tally_handler.app.App no longer keeps _handler/_event_log: update")
-    # The in-memory doubles, where App.wire() keeps what it builds at the first delivery.
-    app._event_log = log  # type: ignore[assignment]
-    app._handler = Handler(
+    app = App(
         config,
-        storage,  # type: ignore[arg-type]
-        lambda workflow, version: spec,
-        lambda data, attributes: "1",
-        log.write_run,
-        __version__,
+        storage=storage,
+        publisher=_NullPublisher(),
+        event_log=log,
+        spec_for=lambda workflow, version: spec,
     )
     return app
 
@@ -186,6 +125,8 @@ def time_run(n: int, seed: int, cache_runs: int) -> tuple[list[float], float]:
 
     document = sample.exact_spec("cpu", "1.0.0", n)
     spec = Spec.from_json(document)
+    from tally_handler.memory import MemoryStorage
+
     storage = MemoryStorage()
     app = _app(spec, storage, cache_runs)
     prefix = f"cpu/1.0.0/run-{seed}/"
@@ -195,7 +136,7 @@ def time_run(n: int, seed: int, cache_runs: int) -> tuple[list[float], float]:
     completing = 0.0
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         for index, path in enumerate(order):
-            body = envelope(prefix + path, storage.put(prefix + path), index)
+            body = envelope(prefix + path, storage.put(BUCKET, prefix + path), index)
             started = time.perf_counter()
             status, result = app.handle(body, headers)
             elapsed = (time.perf_counter() - started) * 1000

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -110,7 +111,7 @@ def _show_manifest(stack: Stack, prefix: str) -> None:
         return
     manifest = json.loads(blob.download_as_bytes())
     _say(
-        f"     status {manifest.get('status')}, state {manifest.get('state')},"
+        f"     revision {manifest.get('revision')}, state {manifest.get('state')},"
         f" {manifest.get('outputs_count')} outputs,"
         f" idempotency key {manifest.get('idempotency_key')}"
     )
@@ -175,7 +176,7 @@ def _print_endpoints(stack: Stack, env_file: str) -> None:
         f"""
 The platform keeps serving until Ctrl-C.
   registry       {stack.registry_url}
-  event handler  {stack.handler_url}
+  event handler  {stack.handler_url}   ({stack.instance_count} instances, supervised)
   storage        {stack.storage_url}   (bucket {stack.outputs_bucket})
   pubsub         {stack.pubsub_host}
   bigquery       {stack.bigquery_url}   (dataset {stack.names.project}.{stack.names.dataset})
@@ -196,16 +197,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the demo's output order")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between output writes")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        help="event handler instances (default 2, or TALLY_DEVSTACK_INSTANCES)",
+    )
+    parser.add_argument(
+        "--time-factor",
+        type=float,
+        help="multiplies the subscription's retry backoff (default 0.01, or"
+        " TALLY_DEVSTACK_TIME_FACTOR; 1 is Pub/Sub's own timing)",
+    )
+    parser.add_argument("--state-dir", type=Path, help="logs and env file (default .devstack)")
     args = parser.parse_args(argv)
 
     # SIGTERM ends the platform as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    _say("Starting the local platform (fake-gcs-server, pstest, bqemulator, two functions)")
-    stack = Stack(quiet=False)
+    stack = Stack(
+        state_dir=args.state_dir,
+        instances=args.instances,
+        time_factor=args.time_factor,
+        quiet=False,
+    )
+    _say(
+        "Starting the local platform (fake-gcs-server, pstest, bqemulator, the registry, "
+        f"{stack.instance_count} event handler instances)"
+    )
     try:
         stack.start()
         env_file = stack.write_env_file()
         _say(f"Platform ready in {stack.timings['ready']:.1f} s; clients: source {env_file}")
+        _say(f"  {stack.describe()}")
         ok = demo(stack, args.seed, args.pause)
         if args.command == "demo":
             return 0 if ok else 1

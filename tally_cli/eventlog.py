@@ -195,8 +195,9 @@ class EventLog:
             params["workflow"] = workflow
         # Only fixed fragments above enter the SQL text; every value is a query parameter.
         sql = (
-            "SELECT workflow, version, run_id, state, first_event_time, last_received_time,"  # noqa: S608
-            " deliveries, outputs_seen, unexpected_seen, outputs_in_manifest, announced_time,"
+            "SELECT workflow, version, run_id, state, revision, first_event_time,"  # noqa: S608
+            " last_received_time, deliveries, outputs_seen, unexpected_seen, outputs_in_manifest,"
+            " announced_time,"
             " completion_seconds, stalled_detail FROM `${dataset}.run_status`"
             f" WHERE {' AND '.join(where)}"
             " ORDER BY COALESCE(last_received_time, announced_time) DESC,"

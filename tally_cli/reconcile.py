@@ -1,8 +1,9 @@
 """`tally reconcile`: queue a reconcile request for the event handler, or run reconciliation here.
 
 Queued (the default): a message on the object-events topic with data `{}` and attributes
-`tally-request=reconcile` (+ `prefix`), as the Cloud Scheduler job publishes it; the event handler
-examines the runs, resuming itself page by page.
+`tally-request=reconcile` (+ `prefix`, or `all=true`), as the Cloud Scheduler job publishes it; the
+event handler examines the runs, resuming itself page by page. Without a prefix it visits the
+runs that may be open (tally's open-run index); `--all` walks every run folder.
 In process (`--local`, and always for `--dry-run`): the event handler's own code path
 (tally_handler.reconcile) with this machine's credentials, page after page until done.
 """
@@ -22,12 +23,17 @@ from tally_cli.status import handler_code
 REQUEST_ATTRIBUTE = "tally-request"
 
 
-def queue_request(clients: Clients, prefix: str | None) -> dict[str, Any]:
+REPORT_KEYS = ("announced", "stalled", "incomplete", "changed", "restored", "announcing", "blocked")
+
+
+def queue_request(clients: Clients, prefix: str | None, every_run: bool = False) -> dict[str, Any]:
     settings = clients.settings
     topic = settings.topic_path(settings.object_events_topic)
     attributes = {REQUEST_ATTRIBUTE: "reconcile"}
     if prefix:
         attributes["prefix"] = prefix
+    if every_run:
+        attributes["all"] = "true"
     with dependency(settings, "Pub/Sub"):
         future = clients.publisher().publish(
             topic, b"{}", retry=clients.retry(), timeout=settings.timeout, **attributes
@@ -81,6 +87,7 @@ def run_locally(
     max_runs: int,
     dry_run: bool,
     progress: Callable[[int], None] = lambda _n: None,
+    every_run: bool = False,
 ) -> dict[str, Any]:
     """Reconcile in this process, page after page, until the walk is done."""
     settings = clients.settings
@@ -88,15 +95,10 @@ def run_locally(
     from tally_handler.app import App
     from tally_handler.config import Config
     from tally_handler.config import ConfigError as HandlerConfigError
+    from tally_handler.delivery import Reconcile
 
-    totals: dict[str, Any] = {
-        "queued": False,
-        "dry_run": dry_run,
-        "examined": 0,
-        "announced": [],
-        "stalled": [],
-        "incomplete": [],
-    }
+    totals: dict[str, Any] = {"queued": False, "dry_run": dry_run, "examined": 0}
+    totals.update({key: [] for key in REPORT_KEYS})
     token = None
     env = handler_environment(settings)
     with _environment(env), dependency(settings, "Storage"):
@@ -105,9 +107,10 @@ def run_locally(
         except HandlerConfigError as exc:
             raise ConfigError(str(exc)) from None
         while True:
-            report = app.reconcile_locally(prefix, token, max_runs, dry_run)
+            request = Reconcile(prefix=prefix, page_token=token, every_run=every_run)
+            report = app.reconcile_locally(request, max_runs, dry_run)
             totals["examined"] += report.examined
-            for key in ("announced", "stalled", "incomplete"):
+            for key in REPORT_KEYS:
                 totals[key].extend(getattr(report, key))
             progress(totals["examined"])
             token = report.next_page_token

@@ -1,7 +1,10 @@
 """A run's status: the bucket listing against the registry's spec, the manifest, the event log.
 
-State (the run lifecycle):
-  COMPLETE / FAILED  the manifest is published with that state (else the run_status view says so);
+State (the run lifecycle, docs/design.md "Announcing a run"), from the bucket first:
+  ANNOUNCING         the announcement record is claimed, not yet marked (claimant and age shown);
+  COMPLETE / FAILED  the latest revision is published with that state and the bucket matches it;
+  CHANGED            announced, then an expected or optional output changed: not re-announced yet;
+  BLOCKED            not announced, and an object that is not tally's manifest sits at its name;
   STALLED            not announced and past the spec's deadline_minutes since its first output
                      (or reconciliation logged it stalled);
   RUNNING            outputs exist, or the event log has rows, and none of the above.
@@ -11,7 +14,6 @@ the CLI judges "present" and "missing" exactly as the handler does.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -107,7 +109,7 @@ class RunStatus:
                 progress(len(objects))
         return objects
 
-    def manifest(self, bucket: str, name: str) -> dict[str, Any] | None:
+    def _download(self, bucket: str, name: str) -> tuple[bytes, int] | None:
         with dependency(self.settings, "Storage"):
             blob = (
                 self.clients.storage()
@@ -117,23 +119,60 @@ class RunStatus:
             if blob is None:
                 return None
             data = blob.download_as_bytes(retry=self.clients.retry(), timeout=self.settings.timeout)
+        return data, int(blob.generation)
+
+    def announcement(self, bucket: str, run: Any) -> dict[str, Any] | None:
+        """The announcement record, as people read it (None before any claim)."""
+        from tally_handler.manifest import RECORD_NAME, NotTallys, Record, outputs_from_object
+
+        found = self._download(bucket, run.prefix + RECORD_NAME)
+        if found is None:
+            return None
         try:
-            doc = json.loads(data)
-        except ValueError:
-            return {"generation": blob.generation, "error": "not JSON: not a tally manifest"}
-        if not isinstance(doc, dict):
-            return {"generation": blob.generation, "error": "not a tally manifest"}
-        keep = (
-            "status",
-            "state",
-            "outputs_count",
-            "unexpected_count",
-            "failure_reason",
-            "idempotency_key",
-            "first_output_time",
-            "published_at",
-        )
-        return {"generation": blob.generation, **{k: doc.get(k) for k in keep}}
+            record = Record.from_bytes(found[0])
+            manifest = record.manifest_of(run)
+        except NotTallys as exc:
+            return {"error": str(exc)}
+        outputs = manifest.outputs
+        if manifest.outputs_object:
+            split = self._download(bucket, run.prefix + manifest.outputs_object)
+            outputs = outputs_from_object(split[0]) if split else ()
+        claimed_at = datetime.fromisoformat(record.claim.claimed_at.replace("Z", "+00:00"))
+        return {
+            "revision": record.revision,
+            "claim_status": record.status.value,
+            "state": manifest.state.value,
+            "idempotency_key": manifest.idempotency_key,
+            "claimant": record.claim.claimant,
+            "claimed_at": record.claim.claimed_at,
+            "claim_age_seconds": round((datetime.now(UTC) - claimed_at).total_seconds(), 1),
+            "published_at": record.published_at,
+            "outputs_count": manifest.outputs_count,
+            "unexpected_count": manifest.unexpected_count,
+            "failure_reason": manifest.failure_reason,
+            "generations": {item["path"]: item["generation"] for item in outputs},
+            "earlier_revisions": [
+                {"revision": p.revision, "idempotency_key": p.idempotency_key}
+                for p in record.history
+            ],
+            "manifest_bytes": record.manifest,
+        }
+
+    def manifest(self, bucket: str, run: Any, announced: dict[str, Any] | None) -> dict[str, Any]:
+        """What sits at the manifest's name: tally's copy of the latest revision, or not."""
+        from tally_handler.manifest import Manifest, NotTallys
+
+        found = self._download(bucket, run.prefix + self.settings.manifest_name)
+        if found is None:
+            return {"present": False}
+        data, generation = found
+        if announced and data == announced.get("manifest_bytes"):
+            return {"present": True, "generation": generation, "matches_record": True}
+        try:
+            Manifest.from_bytes(data, run)
+        except NotTallys as exc:
+            return {"present": True, "generation": generation, "foreign": str(exc)}
+        return {"present": True, "generation": generation, "matches_record": False}
 
     def collect(
         self, run: str, progress: Callable[[int], None] = lambda _n: None
@@ -174,11 +213,10 @@ class RunStatus:
             else:
                 tally_objects.append(item["path"])
         expected, missing, unexpected = _expected_outputs(spec, present) if spec else ([], [], [])
-        manifest = (
-            self.manifest(bucket, prefix + self.settings.manifest_name)
-            if self.settings.manifest_name in tally_objects
-            else None
-        )
+        run_key = layout.run_key(bucket, layout.match(prefix + "x"))  # type: ignore[arg-type]
+        announced = self.announcement(bucket, run_key)
+        manifest = self.manifest(bucket, run_key, announced)
+        changed = _changes(announced, present, failure_marker)
         summary = self.events.run_status(workflow, version, run_id)
         history = self.events.history(workflow, version, run_id)
         if not objects and summary is None and not history:
@@ -198,7 +236,10 @@ class RunStatus:
             > datetime.fromisoformat(first_output.replace("Z", "+00:00"))
             + timedelta(minutes=deadline)
         )
-        state = _state(manifest, summary, overdue)
+        state = _state(announced, manifest, changed, summary, overdue)
+        if announced:
+            announced.pop("manifest_bytes", None)
+            announced.pop("generations", None)
         return {
             "run": f"{workflow}/{version}/{run_id}",
             "workflow": workflow,
@@ -225,16 +266,48 @@ class RunStatus:
                 "unexpected": unexpected,
                 "tally_objects": tally_objects,
             },
+            "announcement": announced,
+            "changes": changed,
             "manifest": manifest,
             "event_log": summary,
             "history": history,
         }
 
 
-def _state(manifest: dict[str, Any] | None, summary: dict[str, Any] | None, overdue: bool) -> str:
-    if manifest and manifest.get("status") == "published" and manifest.get("state"):
-        return str(manifest["state"])
+def _changes(
+    announced: dict[str, Any] | None, present: dict[str, dict[str, Any]], failure_marker: bool
+) -> list[str]:
+    """How the bucket differs from the latest published revision (empty: it matches)."""
+    if not announced or "generations" not in announced:
+        return []
+    before = announced["generations"]
+    now = {path: item["generation"] for path, item in present.items() if item.get("expected")}
+    changes = [
+        f"{path}: rewritten" for path in sorted(before) if path in now and now[path] != before[path]
+    ]
+    changes += [f"{path}: deleted" for path in sorted(before) if path not in now]
+    changes += [f"{path}: added" for path in sorted(now) if path not in before]
+    if announced.get("state") == "FAILED":
+        return [] if failure_marker else ["the failure marker was removed"]
+    if failure_marker:
+        changes.append("a failure marker appeared")
+    return changes
+
+
+def _state(
+    announced: dict[str, Any] | None,
+    manifest: dict[str, Any],
+    changed: list[str],
+    summary: dict[str, Any] | None,
+    overdue: bool,
+) -> str:
+    if announced and "claim_status" in announced:
+        if announced["claim_status"] == "claimed":
+            return "ANNOUNCING"
+        return "CHANGED" if changed else str(announced["state"])
+    if manifest.get("foreign"):
+        return "BLOCKED"
     logged = (summary or {}).get("state")
-    if logged in ("COMPLETE", "FAILED", "STALLED"):
+    if logged in ("COMPLETE", "FAILED", "STALLED", "BLOCKED"):
         return str(logged)
     return "STALLED" if overdue else "RUNNING"

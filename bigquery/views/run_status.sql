@@ -1,11 +1,17 @@
 -- run_status: one row per run (workflow, version, run_id) seen in the event log or the runs table.
 --
--- state:
---   COMPLETE / FAILED  the run was announced (the runs table; else an event row with outcome
---                      completed, reconciled or failed, in case the runs row was not written);
+-- state (docs/design.md, "Announcing a run"): the run_state of the run's latest event row, where
+-- the handler wrote one (rows since revisions), else derived as before revisions existed:
+--   ANNOUNCING         claimed, not yet marked: a runs row whose announcement no event row has
+--                      logged yet while the run's rows still say RUNNING, or rows saying so;
+--                      `last_detail` names the claimant, `claimed_time` is the claim's time;
+--   COMPLETE / FAILED  the latest revision was announced and the bucket still matched it;
+--   CHANGED            announced, then an output changed; not re-announced yet (see revision);
+--   BLOCKED            a foreign object sits where the manifest belongs (last_detail names it);
 --   STALLED            not announced, and reconciliation logged a `stalled` row (past the spec's
 --                      deadline_minutes; its detail lists what is missing);
 --   RUNNING            anything else: outputs are arriving.
+-- revision: the latest revision announced (runs) or seen (events).
 -- outputs_seen counts distinct output paths of finalize deliveries whose outcome says an expected
 -- output arrived (recorded, completed, after-completion); unexpected_seen counts `unexpected` ones.
 -- The spec (what is expected) lives in the registry, not in BigQuery: `outputs_in_manifest` is the
@@ -41,6 +47,20 @@ per_run AS (
   FROM unique_rows
   GROUP BY workflow, version, run_id
 ),
+latest_state AS (
+  SELECT workflow, version, run_id, run_state AS last_state, revision AS last_revision
+  FROM unique_rows
+  WHERE run_state IS NOT NULL
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY workflow, version, run_id
+    ORDER BY received_time DESC, insert_id DESC
+  ) = 1
+),
+announcements_logged AS (
+  SELECT DISTINCT workflow, version, run_id, idempotency_key
+  FROM unique_rows
+  WHERE outcome IN ('completed', 'failed', 'reconciled', 'revised')
+),
 last_row AS (
   SELECT workflow, version, run_id, outcome AS last_outcome, detail AS last_detail
   FROM unique_rows
@@ -51,11 +71,12 @@ last_row AS (
   ) = 1
 ),
 announced AS (
+  -- The latest revision (rows written before revisions have none: the first one counts).
   SELECT *
   FROM `${dataset}.runs`
   WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY workflow, version, run_id ORDER BY announced_time
+    PARTITION BY workflow, version, run_id ORDER BY COALESCE(revision, 1) DESC, announced_time
   ) = 1
 ),
 run_keys AS (
@@ -69,12 +90,23 @@ SELECT
   k.run_id,
   COALESCE(a.bucket, p.bucket) AS bucket,
   CASE
+    WHEN a.idempotency_key IS NOT NULL AND al.idempotency_key IS NULL
+      AND s.last_state IN ('RUNNING', 'ANNOUNCING') THEN 'ANNOUNCING'
+    -- a delivery that saw the run open may log after the one that announced it
+    WHEN s.last_state = 'RUNNING' AND al.idempotency_key IS NOT NULL THEN a.status
+    WHEN s.last_state = 'RUNNING' AND p.stalled_time IS NOT NULL THEN 'STALLED'
+    WHEN s.last_state IS NOT NULL THEN s.last_state
     WHEN a.status IS NOT NULL THEN a.status
     WHEN p.failed_logged THEN 'FAILED'
     WHEN p.completed_logged THEN 'COMPLETE'
     WHEN p.stalled_time IS NOT NULL THEN 'STALLED'
     ELSE 'RUNNING'
   END AS state,
+  CASE
+    WHEN a.idempotency_key IS NOT NULL OR s.last_revision IS NOT NULL
+      THEN GREATEST(COALESCE(a.revision, 1), COALESCE(s.last_revision, 0))
+  END AS revision,
+  IF(al.idempotency_key IS NULL, a.announced_time, NULL) AS claimed_time,
   COALESCE(a.first_event_time, p.first_event_time) AS first_event_time,
   p.last_event_time,
   p.last_received_time,
@@ -97,3 +129,7 @@ FROM run_keys AS k
 LEFT JOIN per_run AS p USING (workflow, version, run_id)
 LEFT JOIN last_row AS l USING (workflow, version, run_id)
 LEFT JOIN announced AS a USING (workflow, version, run_id)
+LEFT JOIN latest_state AS s USING (workflow, version, run_id)
+LEFT JOIN announcements_logged AS al
+  ON al.workflow = k.workflow AND al.version = k.version AND al.run_id = k.run_id
+  AND al.idempotency_key = a.idempotency_key

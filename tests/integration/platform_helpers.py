@@ -81,6 +81,13 @@ def manifest(stack: Any, prefix: str) -> dict[str, Any] | None:
     return None if blob is None else json.loads(blob.download_as_bytes())
 
 
+def record(stack: Any, prefix: str) -> dict[str, Any] | None:
+    """The run's announcement record (``_tally/announcement.json``), parsed."""
+    name = prefix + "_tally/announcement.json"
+    blob = stack.storage_client().bucket(stack.outputs_bucket).get_blob(name)
+    return None if blob is None else json.loads(blob.download_as_bytes())
+
+
 def wait_idle(stack: Any, timeout: float = 60) -> None:
     """The bridge has nothing in flight or waiting, several times in a row."""
     streak = {"n": 0}

@@ -222,7 +222,8 @@ def test_status_compares_the_bucket_with_the_spec(stack, unique, tmp_path):
         {"pattern": "parts/*.csv", "count": 2, "found": 1},
     ]
     assert outputs["unexpected"] == ["extra.bin"]
-    assert doc["manifest"] is None and doc["past_deadline"] is False
+    assert doc["manifest"] == {"present": False} and doc["announcement"] is None
+    assert doc["past_deadline"] is False
 
     incomplete = tally(stack, "status", f"{wf}/1.0.0/r1", "--require-complete")
     assert incomplete.returncode == 1 and "RUNNING" in incomplete.stderr
@@ -336,6 +337,7 @@ def test_reconcile_in_process_dry_run_then_for_real(stack, unique):
     workflow = f"rc-{unique}"
     spec = spec_with(workflow)
     register(stack, spec)
+    wait_idle(stack)  # the registration's own reconcile request, done before the run exists
     prefix = f"{workflow}/1.0.0/run-1/"
     # Every notification of this run is lost: only reconciliation can announce it.
     stack.bridge.suppress = lambda m: m.attributes.get("objectId", "").startswith(prefix)

@@ -14,6 +14,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tally_handler.layout import DEFAULT_TEMPLATE, Layout, RunOutput
+from tally_handler.manifest import Claim, ClaimStatus, Record, build_manifest
 
 from devstack import sample
 from tests.conftest import ROOT, poll
@@ -21,6 +23,7 @@ from tests.integration.platform_helpers import (
     duplicate_notification,
     events,
     manifest,
+    record,
     register,
     run_paths,
     spec_with,
@@ -51,8 +54,11 @@ def test_a_run_completes_once_with_a_manifest_that_matches_the_bucket(stack, uni
     assert len(completions) == 1
     body = completions[0].manifest
     stored = manifest(stack, prefix)
-    assert stored is not None and stored["status"] == "published" and stored["state"] == "COMPLETE"
+    assert stored is not None and stored["state"] == "COMPLETE" and stored["revision"] == 1
     assert body == stored, "the message body is the manifest as published"
+    announced = record(stack, prefix)
+    assert announced is not None and announced["status"] == "published"
+    assert json.loads(announced["manifest"]) == body, "the record holds the published bytes"
     assert {o["path"] for o in stored["outputs"]} == set(paths)
     blobs = {
         b.name[len(prefix) :]: b
@@ -73,7 +79,11 @@ def test_a_run_completes_once_with_a_manifest_that_matches_the_bucket(stack, uni
         timeout=30,
         message="every acknowledged delivery in the event log",
     )
-    outcomes = {r["output_path"]: r["outcome"] for r in rows if r["outcome"] != "ignored"}
+    outcomes = {
+        r["output_path"]: r["outcome"]
+        for r in rows
+        if r["outcome"] != "ignored" and r["source"] != "reconcile"  # registration reconciles
+    }
     assert set(outcomes) == set(paths)
     assert list(outcomes.values()).count("completed") == 1
     assert outcomes["optional.log"] in ("recorded", "after-completion")
@@ -179,12 +189,12 @@ def test_crashes_at_every_step_boundary_still_announce_each_run_once(stack, uniq
         assert len(keys) == 1, f"run-{i}: {keys}"
         stored = poll(
             lambda i=i: (
-                (m := manifest(stack, f"{workflow}/1.0.0/run-{i}/"))
-                and m["status"] == "published"
-                and m
+                (r := record(stack, f"{workflow}/1.0.0/run-{i}/"))
+                and r["status"] == "published"
+                and json.loads(r["manifest"])
             ),
             timeout=30,
-            message=f"run-{i}'s manifest marked published",
+            message=f"run-{i}'s announcement record marked published",
         )
         assert stored["idempotency_key"] in keys
 
@@ -289,7 +299,8 @@ def test_a_run_of_one_thousand_outputs_completes_once(stack, unique):
     row = poll(totals, timeout=60, message="1,000 rows logged")
     ops, writes, refused = row["ops"], row["writes"], row["refused"]
     print(f"run of 1,000 outputs: {ops} Storage operations, {writes} writes ({refused} refused)")
-    assert writes - refused == 2, "the claim and the mark: nothing per output"
+    # the open-run index entry, the claim, output.json, the mark, the index entry's removal
+    assert writes - refused == 5, "a handful per run: nothing per output"
     assert ops <= 3 * 1000
 
 
@@ -318,32 +329,32 @@ def test_a_stale_claim_is_taken_over(stack, unique):
     spec = spec_with(workflow)
     register(stack, spec)
     prefix = f"{workflow}/1.0.0/run-1/"
-    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat().replace("+00:00", "Z")
-    abandoned = {
-        "kind": "tally#manifest",
-        "format": 1,
-        "run_key": f"{stack.outputs_bucket}/{prefix[:-1]}",
-        "bucket": stack.outputs_bucket,
-        "workflow": workflow,
-        "version": "1.0.0",
-        "run_id": "run-1",
-        "idempotency_key": "k",
-        "state": "COMPLETE",
-        "status": "claimed",
-        "outputs_count": 0,
-        "outputs": [],
-        "unexpected": [],
-        "claim": {"delivery_id": "gone", "claimant": "pubsub-push:gone:", "claimed_at": old},
-    }
+    old = datetime.now(UTC) - timedelta(hours=2)
+    run = Layout.parse(DEFAULT_TEMPLATE).run_key(
+        stack.outputs_bucket, RunOutput(workflow, "1.0.0", "run-1", "x")
+    )
+    claim = Claim.at("gone", "pubsub-push:gone:", old)
+    claimed = build_manifest(
+        run,
+        revision=1,
+        state="COMPLETE",
+        outputs=[],
+        unexpected=[],
+        failure_reason=None,
+        claim=claim,
+        handler_version="crashed",
+    ).to_bytes()
+    abandoned = Record(1, ClaimStatus.CLAIMED, claim, claimed)
     bucket = stack.storage_client().bucket(stack.outputs_bucket)
-    bucket.blob(prefix + "output.json").upload_from_string(json.dumps(abandoned))
+    bucket.blob(prefix + "_tally/announcement.json").upload_from_string(abandoned.to_bytes())
     write_outputs(stack, prefix, run_paths(spec, 9))
     completions = wait_announced(stack, workflow, "1.0.0", "run-1")
-    assert completions[0].manifest["claim"]["delivery_id"] != "gone"
+    # one content per key: the takeover publishes the claimed bytes, not a new listing
+    assert completions[0].manifest == json.loads(claimed)
     assert poll(
-        lambda: manifest(stack, prefix)["status"] == "published",
+        lambda: record(stack, prefix)["status"] == "published",
         timeout=30,
-        message="the taken-over manifest marked published",
+        message="the taken-over claim marked published",
     )
 
 

@@ -9,14 +9,14 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+from tally_handler.announce import Actor
 from tally_handler.app import App
 from tally_handler.completeness import Complete, Entry, Output
 from tally_handler.config import Config
-from tally_handler.delivery import Delivery, Source
 from tally_handler.layout import RunOutput
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps
-from tally_handler.spec import ExpectedPath, Spec
+from tally_handler.spec import ExpectedPath
 
 from tests.conftest import ROOT, poll
 from tests.integration.platform_helpers import events, manifest
@@ -99,28 +99,24 @@ def test_the_claim_of_a_huge_run_is_a_single_request_upload(stack, unique, monke
         )
         for i in range(outputs)
     )
-    spec = Spec.from_json(
-        {
-            "workflow": workflow,
-            "version": "1.0.0",
-            "expected_outputs": [{"path": "out/part-000000.parquet"}],
-        }
-    )
-    delivery = Delivery(Source.PUBSUB_PUSH, f"huge-{unique}", publish_time=now)
+    actor = Actor(f"huge-{unique}", f"pubsub-push:huge-{unique}:{now}")
     stack.storage_tap.record(True)
     try:
-        result = handler.announce(
-            delivery, spec, run, Complete(items, ()), StorageOps(), Outcome.COMPLETED
+        result = handler.announcer.announce(
+            run, Complete(items, ()), actor, Outcome.COMPLETED, StorageOps()
         )
         log = list(stack.storage_tap.log or [])
     finally:
         stack.storage_tap.record(False)
-    assert result.outcome is Outcome.COMPLETED
+    assert result.outcome is Outcome.COMPLETED  # type: ignore[union-attr]
     uploads = [parse_qs(query) for method, path, query, _ in log if path.startswith("/upload/")]
-    # The object name travels in the multipart body; the claim and the mark carry preconditions.
+    # The object name travels in the multipart body; the claim, output.json and the mark carry
+    # preconditions.
     guarded = [q for q in uploads if "ifGenerationMatch" in q]
     assert guarded[0]["ifGenerationMatch"] == ["0"], "the claim: create-if-absent"
-    assert len(guarded) == 2, "the claim and the mark"
+    assert [q["ifGenerationMatch"] == ["0"] for q in guarded] == [True, True, False], (
+        "the claim, output.json, the mark"
+    )
     assert all(q["uploadType"] == ["multipart"] for q in guarded), uploads
     # Only the split-off output list (content-addressed, no precondition) may be large enough
     # for google-cloud-storage to switch to a resumable upload.
@@ -128,6 +124,6 @@ def test_the_claim_of_a_huge_run_is_a_single_request_upload(stack, unique, monke
     assert len(resumable) <= 2 and all("ifGenerationMatch" not in q for q in resumable)
     assert bool(resumable) == (outputs == 40_000)
     stored = manifest(stack, run.prefix)
-    assert stored["status"] == "published" and stored["outputs_count"] == outputs
+    assert stored["revision"] == 1 and stored["outputs_count"] == outputs
     if outputs == 40_000:
         assert stored["outputs_object"].startswith("_tally/outputs-") and stored["outputs"] == []

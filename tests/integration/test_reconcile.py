@@ -67,7 +67,7 @@ def test_a_lost_notification_is_repaired_once(stack, unique):
 
     reconcile(stack, f"{workflow}/")  # twice: nothing changes
     assert len(stack.completions.for_run(workflow, "1.0.0", "run-1")) == 1
-    assert manifest(stack, prefix)["status"] == "published"
+    assert manifest(stack, prefix)["revision"] == 1
 
 
 def test_a_version_registered_late_is_completed_by_reconciliation(stack, unique):
@@ -117,8 +117,7 @@ def test_reconciliation_records_a_stalled_run_once(stack, unique, monkeypatch):
             handler,
             request,
             stack.outputs_bucket,
-            f"{workflow}/",
-            None,
+            Reconcile(f"{workflow}/"),
             10,
             StorageOps(),
             now=later,

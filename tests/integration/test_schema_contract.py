@@ -10,7 +10,7 @@ import pytest
 from tally_handler.completeness import Entry, Output
 from tally_handler.delivery import MalformedDelivery, parse_delivery
 from tally_handler.layout import Layout
-from tally_handler.manifest import Claim, build_manifest, mark_published
+from tally_handler.manifest import Claim, build_manifest
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps, event_row, run_row
 from tally_handler.spec import ExpectedPath
@@ -76,22 +76,19 @@ def test_every_outcome_row_inserts(stack, unique):
 
     run_key = Layout.parse("{workflow}/{version}/{run_id}/{path}").run_key("b", run_output)
     entry = Entry("a.txt", 7, 1, "crc", "md5", "text/plain", now.isoformat(), now.isoformat())
-    manifest = mark_published(
-        build_manifest(
-            run_key,
-            state="COMPLETE",
-            status="claimed",
-            outputs=[Output(entry, ExpectedPath("a.txt"))],
-            unexpected=[],
-            failure_reason=None,
-            claim=Claim("m1", "c", now),
-            handler_version="test",
-        ),
-        now,
+    manifest = build_manifest(
+        run_key,
+        revision=1,
+        state="COMPLETE",
+        outputs=[Output(entry, ExpectedPath("a.txt"))],
+        unexpected=[],
+        failure_reason=None,
+        claim=Claim.at("m1", "c", now),
+        handler_version="test",
     )
     runs = [
-        run_row(manifest, o, 9, now, "m1", "test")
-        for o in (Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED)
+        run_row(manifest, o, now, "test")
+        for o in (Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED, Outcome.REVISED)
     ]
     assert stack.bigquery_client().insert_rows_json(stack.names.table("runs"), runs) == []
     found = stack.query(

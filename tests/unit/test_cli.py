@@ -14,7 +14,7 @@ from tally_cli.eventlog import catalogue, parse_query
 from tally_cli.main import parse_duration
 from tally_cli.registry import _names, spec_files
 from tally_cli.replay import matches, parse_filters, replay_attributes
-from tally_cli.status import _expected_outputs, _state, handler_code, parse_run
+from tally_cli.status import _changes, _expected_outputs, _state, handler_code, parse_run
 
 
 def test_flags_then_environment_then_file_then_defaults(tmp_path):
@@ -164,12 +164,28 @@ def test_status_compares_outputs_with_the_spec():
     assert present["p/1.csv"]["expected"] == {"pattern": "p/*.csv"}
 
 
-def test_state_prefers_the_published_manifest():
-    published = {"status": "published", "state": "FAILED"}
-    assert _state(published, {"state": "RUNNING"}, overdue=True) == "FAILED"
-    assert _state({"status": "claimed", "state": "COMPLETE"}, None, overdue=False) == "RUNNING"
-    assert _state(None, {"state": "STALLED"}, overdue=False) == "STALLED"
-    assert _state(None, {"state": "RUNNING"}, overdue=True) == "STALLED"
+def test_state_comes_from_the_announcement_record_first():
+    published = {"claim_status": "published", "state": "FAILED"}
+    nothing: dict = {"present": False}
+    assert _state(published, nothing, [], {"state": "RUNNING"}, overdue=True) == "FAILED"
+    assert _state(published, nothing, ["a.txt: deleted"], None, overdue=False) == "CHANGED"
+    claimed = {"claim_status": "claimed", "state": "COMPLETE"}
+    assert _state(claimed, nothing, [], {"state": "COMPLETE"}, overdue=False) == "ANNOUNCING"
+    foreign = {"present": True, "foreign": "not a tally manifest"}
+    assert _state(None, foreign, [], {"state": "RUNNING"}, overdue=False) == "BLOCKED"
+    assert _state(None, nothing, [], {"state": "STALLED"}, overdue=False) == "STALLED"
+    assert _state(None, nothing, [], {"state": "RUNNING"}, overdue=True) == "STALLED"
+
+
+def test_changes_compare_the_bucket_with_the_announced_generations():
+    announced = {"state": "COMPLETE", "generations": {"a": 1, "b": 2}}
+    present = {
+        "a": {"generation": 1, "expected": {"path": "a"}},
+        "c": {"generation": 5, "expected": {"path": "c"}},
+        "stray": {"generation": 9, "expected": None},
+    }
+    assert _changes(announced, present, failure_marker=False) == ["b: deleted", "c: added"]
+    assert _changes({**announced, "state": "FAILED"}, present, failure_marker=True) == []
 
 
 def test_register_names_come_from_the_document_or_the_path(tmp_path):

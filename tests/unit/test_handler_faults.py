@@ -8,8 +8,8 @@ import pytest
 from tally_handler.faults import Faults, InjectedFault, Step
 
 SETTING = (
-    "after_listing=0.05,after_claim=0.05,after_publish=0.05,after_mark=0.05,before_logging=0.05"
-    ";seed=7"
+    "after_listing=0.05,after_claim=0.05,after_publish=0.05,after_runs_row=0.05,after_mark=0.05,"
+    "before_logging=0.05;seed=7"
 )
 
 

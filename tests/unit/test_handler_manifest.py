@@ -1,4 +1,5 @@
-"""The manifest: building, canonical bytes, claims, publication, splitting."""
+"""The manifest (format 2) and the announcement record: building, canonical bytes, parsing,
+revision keys, staleness, splitting."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from tally_handler.layout import DEFAULT_TEMPLATE, Layout, RunOutput
 from tally_handler.manifest import (
     MAX_MANIFEST_BYTES,
     Claim,
+    ClaimStatus,
+    Manifest,
+    NotTallys,
+    Prior,
+    Record,
     State,
-    Status,
+    Superseded,
     build_manifest,
-    claim_is_stale,
-    completion_attributes,
-    mark_published,
-    parse_manifest,
+    revision_key,
     split_manifest,
     to_bytes,
 )
@@ -30,7 +33,7 @@ from tally_handler.spec import ExpectedPath, ExpectedPattern
 
 RUN = Layout.parse(DEFAULT_TEMPLATE).run_key("outs", RunOutput("wf", "1.0", "run 1", "x"))
 CLAIMED_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CLAIM = Claim("m-1", "pubsub-push:m-1:2026-11-25T11:59:59.000000Z", CLAIMED_AT)
+CLAIM = Claim.at("m-1", "pubsub-push:m-1:2026-11-25T11:59:59.000000Z", CLAIMED_AT)
 
 
 def entry(path: str, created: str | None = "2026-11-25T11:00:00+00:00", **extra: Any) -> Entry:
@@ -45,10 +48,10 @@ OUTPUTS = [
 UNEXPECTED = [entry("stray", "2026-11-25T10:00:00Z")]
 
 
-def build(**overrides: Any) -> dict[str, Any]:
+def build(**overrides: Any) -> Manifest:
     arguments: dict[str, Any] = {
+        "revision": 1,
         "state": State.COMPLETE,
-        "status": Status.CLAIMED,
         "outputs": OUTPUTS,
         "unexpected": UNEXPECTED,
         "failure_reason": None,
@@ -59,11 +62,16 @@ def build(**overrides: Any) -> dict[str, Any]:
 
 
 def test_build_manifest() -> None:
-    manifest = build()
+    manifest = build().to_json()
+    assert manifest["format"] == 2
     assert manifest["run_key"] == "outs/wf/1.0/run 1"
     assert manifest["run_prefix"] == "wf/1.0/run 1/"
     assert manifest["idempotency_key"] == RUN.idempotency_key
-    assert (manifest["state"], manifest["status"]) == ("COMPLETE", "claimed")
+    assert (manifest["state"], manifest["revision"], manifest["supersedes"]) == (
+        "COMPLETE",
+        1,
+        None,
+    )
     assert manifest["outputs"][0] == {
         "path": "a.txt",
         "generation": 7,
@@ -84,26 +92,39 @@ def test_build_manifest() -> None:
         "claimant": CLAIM.claimant,
         "claimed_at": "2026-11-25T12:00:00.000000Z",
     }
-    assert manifest["published_at"] is None
+    # fixed at the claim: every publish of the key carries the same time
+    assert manifest["announced_at"] == "2026-11-25T12:00:00.000000Z"
     assert manifest["outputs_object"] is None
+    assert "status" not in manifest and "published_at" not in manifest
+
+
+def test_revisions_have_their_own_keys_and_name_what_they_supersede() -> None:
+    second = build(revision=2, supersedes=Superseded(1, RUN.idempotency_key))
+    assert revision_key(RUN, 1) == RUN.idempotency_key
+    assert second.idempotency_key == revision_key(RUN, 2) != RUN.idempotency_key
+    assert len({revision_key(RUN, r) for r in range(1, 50)}) == 49
+    assert second.to_json()["supersedes"] == {
+        "revision": 1,
+        "idempotency_key": RUN.idempotency_key,
+    }
+    assert second.attributes()["revision"] == "2"
 
 
 def test_failed_manifest_carries_the_reason() -> None:
     manifest = build(state="FAILED", failure_reason="out of memory on shard 3")
-    assert manifest["state"] == "FAILED"
-    assert manifest["failure_reason"] == "out of memory on shard 3"
-    assert completion_attributes(manifest)["status"] == "FAILED"
+    assert manifest.to_json()["state"] == "FAILED"
+    assert manifest.failure_reason == "out of memory on shard 3"
+    assert manifest.attributes()["status"] == "FAILED"
 
 
-@pytest.mark.parametrize(("field", "value"), [("state", "DONE"), ("status", "announced")])
-def test_build_refuses_unknown_states(field: str, value: str) -> None:
-    with pytest.raises(ValueError, match=value):
-        build(**{field: value})
+def test_build_refuses_unknown_states() -> None:
+    with pytest.raises(ValueError, match="DONE"):
+        build(state="DONE")
 
 
 def test_to_bytes_is_canonical() -> None:
-    first = build()
-    reordered = dict(reversed(list(build().items())))
+    first = build().to_json()
+    reordered = dict(reversed(list(first.items())))
     assert to_bytes(first) == to_bytes(reordered)
     data = to_bytes(first)
     assert b"\n" not in data
@@ -112,9 +133,10 @@ def test_to_bytes_is_canonical() -> None:
     assert to_bytes({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
 
 
-def test_parse_manifest_round_trips() -> None:
-    manifest = build()
-    assert parse_manifest(to_bytes(manifest)) == manifest
+def test_manifest_round_trips() -> None:
+    manifest = build(revision=3, supersedes=Superseded(2, "k"))
+    assert Manifest.from_bytes(manifest.to_bytes(), RUN) == manifest
+    assert Manifest.from_bytes(manifest.to_bytes(), RUN).to_bytes() == manifest.to_bytes()
 
 
 @pytest.mark.parametrize(
@@ -123,66 +145,68 @@ def test_parse_manifest_round_trips() -> None:
         (b"not json", "not JSON"),
         (b"[]", "no kind"),
         (b'{"outputs": []}', "no kind"),
-        (b'{"kind": "tally#manifest"}', "lacks run_key"),
+        (b'{"kind": "tally#manifest", "format": 3}', "format 3"),
+        (b'{"kind": "tally#manifest", "format": 2, "run_key": "x"}', "another run"),
         (b"\xff\xfe", "not JSON"),
     ],
 )
-def test_parse_manifest_refuses_other_objects(data: bytes, problem: str) -> None:
-    with pytest.raises(ValueError, match="tally manifest") as caught:
-        parse_manifest(data)
+def test_parse_refuses_other_objects(data: bytes, problem: str) -> None:
+    with pytest.raises(NotTallys) as caught:
+        Manifest.from_bytes(data, RUN)
     assert problem in str(caught.value)
     assert "move the object" in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("change", "problem"),
-    [
-        ({"state": "DONE"}, "state 'DONE'"),
-        ({"status": "x"}, "status 'x'"),
-        ({"claim": {"claimed_at": "2026-01-01T00:00:00Z"}}, "delivery_id"),
-        ({"claim": {"delivery_id": "1", "claimed_at": "yesterday"}}, "claimed_at"),
-        ({"claim": {"delivery_id": "1"}}, "claimed_at"),
-    ],
-)
-def test_parse_manifest_refuses_broken_manifests(change: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        parse_manifest(to_bytes(build() | change))
+def test_a_manifest_written_before_revisions_reads_as_revision_1() -> None:
+    legacy = {k: v for k, v in build().to_json().items() if k not in ("revision", "supersedes")}
+    legacy |= {"format": 1, "status": "published", "published_at": "2026-11-25T12:00:01Z"}
+    manifest = Manifest.from_bytes(to_bytes(legacy), RUN)
+    assert (manifest.revision, manifest.supersedes) == (1, None)
+    assert manifest.idempotency_key == RUN.idempotency_key
+    assert manifest.generations() == {"a.txt": 7, "s/1.csv": 7}
 
 
-def test_mark_published() -> None:
-    claimed = build()
-    published = mark_published(claimed, datetime(2026, 11, 25, 12, 0, 1, tzinfo=UTC))
-    assert published["status"] == "published"
-    assert published["published_at"] == "2026-11-25T12:00:01.000000Z"
-    assert claimed["status"] == "claimed"  # not mutated
-    assert {k: v for k, v in published.items() if k not in ("status", "published_at")} == {
-        k: v for k, v in claimed.items() if k not in ("status", "published_at")
-    }
-    assert parse_manifest(to_bytes(published)) == published
+def test_the_record_round_trips_and_keeps_the_exact_bytes() -> None:
+    manifest = build()
+    record = Record(
+        2,
+        ClaimStatus.PUBLISHED,
+        CLAIM,
+        manifest.to_bytes(),
+        published_at="2026-11-25T12:00:01.000000Z",
+        manifest_generation=9,
+        history=(Prior(1, RUN.idempotency_key, "2026-11-25T11:00:00.000000Z"),),
+    )
+    again = Record.from_bytes(record.to_bytes())
+    assert again == record
+    assert again.manifest == manifest.to_bytes()
+    assert again.manifest_of(RUN) == manifest
+    assert len(record.manifest_md5()) == 24  # base64 of 16 bytes, as Storage's md5Hash
 
 
 @pytest.mark.parametrize(
     ("age", "status", "stale"),
     [
-        (timedelta(seconds=599), Status.CLAIMED, False),
-        (timedelta(seconds=600), Status.CLAIMED, False),
-        (timedelta(seconds=601), Status.CLAIMED, True),
-        (timedelta(hours=5), Status.PUBLISHED, False),
-        (timedelta(seconds=-30), Status.CLAIMED, False),  # a claimant's clock ahead of ours
+        (timedelta(seconds=599), ClaimStatus.CLAIMED, False),
+        (timedelta(seconds=600), ClaimStatus.CLAIMED, False),
+        (timedelta(seconds=601), ClaimStatus.CLAIMED, True),
+        (timedelta(hours=5), ClaimStatus.PUBLISHED, False),
+        (timedelta(seconds=-30), ClaimStatus.CLAIMED, False),  # a claimant's clock ahead of ours
     ],
 )
-def test_claim_is_stale(age: timedelta, status: Status, stale: bool) -> None:
-    manifest = build(status=status)
-    assert claim_is_stale(manifest, CLAIMED_AT + age, 600) is stale
+def test_claim_is_stale(age: timedelta, status: ClaimStatus, stale: bool) -> None:
+    record = Record(1, status, CLAIM, b"{}")
+    assert record.is_stale(CLAIMED_AT + age, 600) is stale
 
 
 def test_completion_attributes() -> None:
-    assert completion_attributes(build()) == {
+    assert build().attributes() == {
         "workflow": "wf",
         "version": "1.0",
         "run_id": "run 1",
         "status": "COMPLETE",
         "idempotency_key": RUN.idempotency_key,
+        "revision": "1",
         "bucket": "outs",
     }
 
@@ -194,10 +218,14 @@ def test_first_output_time() -> None:
     assert manifests.first_output_time(times) == "2026-01-02T00:00:00.000000Z"
 
 
+def test_first_output_time_skips_unreadable_times() -> None:
+    times = [entry("a", "garbage"), entry("b", "2026-01-01T00:00:00Z")]
+    assert manifests.first_output_time(times) == "2026-01-01T00:00:00.000000Z"
+
+
 def test_small_manifests_are_not_split() -> None:
     manifest = build()
-    small, extra = split_manifest(manifest)
-    assert (small, extra) == (manifest, None)
+    assert split_manifest(manifest) == (manifest, None)
 
 
 def test_large_manifests_move_their_lists_to_a_content_addressed_object() -> None:
@@ -206,18 +234,16 @@ def test_large_manifests_move_their_lists_to_a_content_addressed_object() -> Non
         for i in range(10_000)
     ]
     manifest = build(outputs=outputs)
-    assert len(to_bytes(manifest)) > MAX_MANIFEST_BYTES
+    assert len(manifest.to_bytes()) > MAX_MANIFEST_BYTES
     small, extra = split_manifest(manifest)
     assert extra is not None
     digest = hashlib.sha256(extra).hexdigest()
-    assert small["outputs_object"] == f"_tally/outputs-{digest}.json"
-    assert (small["outputs"], small["unexpected"]) == ([], [])
-    assert small["outputs_count"] == 10_000
-    assert len(to_bytes(small)) < 64 * 1024  # a small single-request upload
-    lists = json.loads(extra)
-    assert lists["outputs"] == manifest["outputs"]
-    assert lists["unexpected"] == manifest["unexpected"]
-    assert parse_manifest(to_bytes(small)) == small
+    assert small.outputs_object == f"_tally/outputs-{digest}.json"
+    assert (small.outputs, small.unexpected) == ((), ())
+    assert small.outputs_count == 10_000
+    assert len(small.to_bytes()) < 64 * 1024  # a small single-request upload
+    assert manifests.outputs_from_object(extra) == manifest.outputs
+    assert Manifest.from_bytes(small.to_bytes(), RUN) == small
     assert split_manifest(manifest) == (small, extra)  # same content, same name
 
 
@@ -227,7 +253,7 @@ def test_ten_thousand_outputs_with_ordinary_names_fit_in_one_manifest() -> None:
     ]
     manifest = build(outputs=outputs)
     assert split_manifest(manifest)[1] is None
-    print(f"10,000 outputs: manifest of {len(to_bytes(manifest)):,} bytes")
+    print(f"10,000 outputs: manifest of {len(manifest.to_bytes()):,} bytes")
 
 
 json_values = st.recursive(
@@ -240,26 +266,20 @@ json_values = st.recursive(
 
 
 @settings(derandomize=True, max_examples=300, print_blob=True)
-@given(
-    key=st.sampled_from([*build(), "kind"]),
-    value=json_values,
-    drop=st.booleans(),
-)
-def test_parse_manifest_raises_only_value_error(key: str, value: Any, drop: bool) -> None:
-    """The lead's claim path catches ValueError: nothing else may escape for any stored object."""
-    document = build()
+@given(key=st.sampled_from([*build().to_json(), "kind"]), value=json_values, drop=st.booleans())
+def test_parsing_raises_only_not_tallys(key: str, value: Any, drop: bool) -> None:
+    """Whatever a user leaves at the manifest's or the record's name, parsing says NotTallys."""
+    document = build().to_json()
     if drop:
-        document.pop(key)
+        document.pop(key, None)
     else:
         document[key] = value
     try:
-        parsed = parse_manifest(json.dumps(document).encode())
-    except ValueError:
-        return
-    claim_is_stale(parsed, CLAIMED_AT, 600)
-    assert all(isinstance(v, str) for v in completion_attributes(parsed).values())
-
-
-def test_first_output_time_skips_unreadable_times() -> None:
-    times = [entry("a", "garbage"), entry("b", "2026-01-01T00:00:00Z")]
-    assert manifests.first_output_time(times) == "2026-01-01T00:00:00.000000Z"
+        parsed = Manifest.from_bytes(json.dumps(document).encode(), RUN)
+    except NotTallys:
+        pass
+    else:
+        assert all(isinstance(v, str) for v in parsed.attributes().values())
+    record = {"kind": "tally#announcement", "format": 1, key: value}
+    with pytest.raises(NotTallys):
+        Record.from_bytes(json.dumps(record).encode())

@@ -12,7 +12,7 @@ import pytest
 from tally_handler import rows
 from tally_handler.delivery import Delivery, EventType, Notification, Reconcile, Source
 from tally_handler.layout import DEFAULT_TEMPLATE, Layout, RunOutput
-from tally_handler.manifest import Claim, build_manifest, mark_published
+from tally_handler.manifest import Claim, Manifest, build_manifest
 from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps, event_row, insert_id, run_row
 
@@ -167,36 +167,45 @@ def _fields(delivery: Delivery) -> dict[str, Any]:
     return {name: getattr(delivery, name) for name in delivery.__dataclass_fields__}
 
 
-def manifest() -> dict[str, Any]:
+def manifest(revision: int = 1) -> Manifest:
     run = LAYOUT.run_key("outs", OUTPUT)
-    claim = Claim("7", "me", RECEIVED)
-    built = build_manifest(
+    return build_manifest(
         run,
+        revision=revision,
         state="COMPLETE",
-        status="claimed",
         outputs=[],
         unexpected=[],
         failure_reason=None,
-        claim=claim,
+        claim=Claim.at("7", "me", RECEIVED),
         handler_version="0.1.0",
     )
-    return mark_published(built, RECEIVED)
 
 
-@pytest.mark.parametrize("outcome", [Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED])
+@pytest.mark.parametrize(
+    "outcome", [Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED, Outcome.REVISED]
+)
 def test_run_row_matches_the_runs_schema(outcome: Outcome) -> None:
-    published = manifest()
-    row = run_row(published, outcome, 42, published["published_at"], "7", "0.1.0")
+    announced = manifest(revision=2)
+    row = run_row(announced, outcome, announced.claim.claimed_at, "0.1.0")
     assert_matches_schema(row, "runs")
     assert row["run_key"] == "outs/wf/1.0/run 1"
-    assert (row["status"], row["outcome"], row["manifest_generation"]) == ("COMPLETE", outcome, 42)
-    assert row["idempotency_key"] == published["idempotency_key"]
+    assert (row["status"], row["outcome"], row["revision"]) == ("COMPLETE", outcome, 2)
+    assert row["idempotency_key"] == announced.idempotency_key
     assert row["announced_time"] == "2026-11-25T12:00:00.123456Z"
+    assert row["delivery_id"] == "7"
+    # derived from the bytes alone: any publisher of the revision writes the same row
+    again = run_row(
+        Manifest.from_bytes(announced.to_bytes(), announced.run),
+        outcome,
+        announced.claim.claimed_at,
+        "0.1.0",
+    )
+    assert again == row
 
 
 def test_run_row_refuses_outcomes_that_announce_nothing() -> None:
     with pytest.raises(ValueError, match="announcement"):
-        run_row(manifest(), Outcome.RECORDED, 1, RECEIVED, "7", "0.1.0")
+        run_row(manifest(), Outcome.RECORDED, RECEIVED, "0.1.0")
 
 
 def test_storage_ops_counts() -> None:

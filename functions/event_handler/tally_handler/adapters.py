@@ -1,13 +1,8 @@
 """The event handler's I/O: small adapters over the Google clients and the registry's HTTP API.
 
 Each adapter imports its client library lazily (cold start) and turns the client's errors into the
-few exceptions the handler acts on:
-
-    TransientError            retry later: the delivery is deferred (HTTP 503, redelivered)
-     ├── RegistryUnavailable  the registry timed out or answered 5xx
-     └── LogWriteFailed       BigQuery refused or did not take the row
-    UnknownWorkflow           the registry does not know the workflow version (4xx)
-    PreconditionFailed        a Storage write lost its generation precondition (412)
+exceptions of ``errors`` (the tree is drawn there). ``StorageGateway`` implements ``ports.Storage``,
+``CompletionPublisher`` ``ports.Publisher`` and ``EventLog`` ``ports.EventLog``.
 """
 
 from __future__ import annotations
@@ -20,32 +15,31 @@ from typing import Any
 from urllib.parse import quote
 
 from tally_handler.completeness import Entry, ListRequest
+from tally_handler.errors import (
+    LogWriteFailed,
+    PreconditionFailed,
+    RegistryUnavailable,
+    TransientError,
+    UnknownWorkflow,
+)
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
+
+__all__ = [
+    "CompletionPublisher",
+    "EventLog",
+    "LogWriteFailed",
+    "PreconditionFailed",
+    "RegistryClient",
+    "RegistryUnavailable",
+    "StorageGateway",
+    "TransientError",
+    "UnknownWorkflow",
+]
 
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
 BIGQUERY_ENDPOINT = "TALLY_BIGQUERY_ENDPOINT"  # test-only: the local BigQuery emulator
 REQUEST_TIMEOUT_SECONDS = 30.0
-
-
-class TransientError(Exception):
-    """A dependency failed in a way a redelivery can repair."""
-
-
-class RegistryUnavailable(TransientError):
-    """The registry timed out or answered 5xx."""
-
-
-class LogWriteFailed(TransientError):
-    """The event log row could not be written; the delivery must not be acknowledged."""
-
-
-class UnknownWorkflow(Exception):
-    """The registry answered 4xx for the workflow version."""
-
-
-class PreconditionFailed(Exception):
-    """A generation precondition did not hold (HTTP 412): another writer got there first."""
 
 
 def _entry(blob: Any, prefix: str) -> Entry:
@@ -154,6 +148,24 @@ class StorageGateway:
         except Exception as exc:
             raise self._wrap(exc, f"writing gs://{bucket}/{name}") from exc
         return int(blob.generation or 0)
+
+    def delete(
+        self, bucket: str, name: str, ops: StorageOps, if_generation_match: int | None = None
+    ) -> bool:
+        """Delete an object; False when it was already gone."""
+        ops.writes += 1
+        try:
+            self._client.bucket(bucket).blob(name).delete(
+                if_generation_match=if_generation_match, timeout=REQUEST_TIMEOUT_SECONDS
+            )
+        except self._exceptions.NotFound:
+            return False
+        except self._exceptions.PreconditionFailed as exc:
+            ops.precondition_failures += 1
+            raise PreconditionFailed(name) from exc
+        except Exception as exc:
+            raise self._wrap(exc, f"deleting gs://{bucket}/{name}") from exc
+        return True
 
     def list_prefixes(
         self, bucket: str, prefix: str, page_token: str | None, ops: StorageOps, page_size: int

@@ -12,19 +12,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tally_handler import __version__ as HANDLER_VERSION
-from tally_handler.adapters import (
-    CompletionPublisher,
-    EventLog,
-    LogWriteFailed,
-    RegistryClient,
-    StorageGateway,
-    TransientError,
-)
-from tally_handler.config import Config
+from tally_handler.announce import Announcer
 from tally_handler.delivery import (
     Delivery,
     MalformedDelivery,
@@ -33,38 +26,60 @@ from tally_handler.delivery import (
     parse_delivery,
     rfc3339,
 )
+from tally_handler.errors import LogWriteFailed, TransientError
 from tally_handler.faults import InjectedFault
-from tally_handler.handler import Handler, Result
+from tally_handler.handler import Handler
 from tally_handler.layout import RunKey, RunOutput
-from tally_handler.outcomes import Outcome
+from tally_handler.outcomes import Outcome, Result
+from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
+from tally_handler.spec import Spec
 
-MAX_BODY_BYTES = 1024 * 1024
+if TYPE_CHECKING:
+    from tally_handler.config import Config
 
 
 class App:
-    def __init__(self, config: Config) -> None:
+    """The function: ports passed in (tests), or the Google adapters created at first use."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        storage: Storage | None = None,
+        publisher: Publisher | None = None,
+        event_log: EventLog | None = None,
+        spec_for: Callable[[str, str], Spec] | None = None,
+        reconcile_queue: Publisher | None = None,
+    ) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._handler: Handler | None = None
+        self._ports = (storage, publisher, event_log, spec_for, reconcile_queue)
         self._event_log: EventLog | None = None
+        self._queue: Publisher | None = None
 
     def wire(self) -> tuple[Handler, EventLog]:
         with self._lock:
             if self._handler is None or self._event_log is None:
+                from tally_handler import adapters
+
                 c = self.config
-                registry = RegistryClient(c.registry_url, c.registry_auth)
-                publisher = CompletionPublisher(c.project, c.completions_topic)
-                self._event_log = EventLog(c.project, c.events_table, c.runs_table)
-                self._handler = Handler(
-                    c,
-                    StorageGateway(c.project),
-                    registry.spec,
-                    publisher.publish,
-                    self._event_log.write_run,
-                    HANDLER_VERSION,
+                storage, publisher, event_log, spec_for, queue = self._ports
+                storage = storage or adapters.StorageGateway(c.project)
+                publisher = publisher or adapters.CompletionPublisher(
+                    c.project, c.completions_topic
                 )
+                event_log = event_log or adapters.EventLog(c.project, c.events_table, c.runs_table)
+                if spec_for is None:
+                    spec_for = adapters.RegistryClient(c.registry_url, c.registry_auth).spec
+                if queue is None and c.object_events_topic:
+                    queue = adapters.CompletionPublisher(c.project, c.object_events_topic)
+                announcer = Announcer(c, storage, publisher, event_log, HANDLER_VERSION)
+                self._queue = queue
+                self._event_log = event_log
+                self._handler = Handler(c, storage, spec_for, announcer)
             return self._handler, self._event_log
 
     def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -90,10 +105,12 @@ class App:
             outcome=result.outcome,
             detail=_detail(result.detail, delivery),
             storage_ops=ops,
-            idempotency_key=result.run_key.idempotency_key if result.run_key else None,
+            idempotency_key=_key(result),
             received_time=received,
             duration_ms=(time.perf_counter() - started) * 1000,
             handler_version=HANDLER_VERSION,
+            revision=result.revision,
+            run_state=result.run_state,
         )
         status = 200 if result.outcome.acknowledged else 503
         try:
@@ -102,7 +119,7 @@ class App:
             status = 503
             _log("ERROR", f"{exc}; not acknowledged, Pub/Sub redelivers", row)
             return status, {"outcome": "deferred", "detail": str(exc)}
-        _log(result.outcome.severity, result.detail, row)
+        _log(result.log_severity, result.detail, row)
         return status, {"outcome": str(result.outcome), "detail": result.detail}
 
     def _process(
@@ -135,21 +152,19 @@ class App:
     ) -> Result:
         from tally_handler.reconcile import reconcile_request
 
-        republish = None
-        if self.config.object_events_topic:
-            queue = CompletionPublisher(self.config.project, self.config.object_events_topic)
-            republish = lambda attributes: queue.publish(b"{}", attributes)  # noqa: E731
-        return reconcile_request(
-            handler,
-            delivery,
-            ops,
-            event_log.write_event,
-            lambda result, run: run_event(delivery, result, run, received),
-            republish,
-        )
+        queue = self._queue
+        republish = None if queue is None else (lambda attrs: queue.publish(b"{}", attrs))
+
+        def record_run(result: Result, run: RunKey) -> None:
+            # One row and one log line per run, as for a delivery (log-based metrics count them).
+            row = run_event(delivery, result, run, received)
+            event_log.write_event(row)
+            _log(result.log_severity, result.detail, row)
+
+        return reconcile_request(handler, delivery, ops, record_run, republish)
 
     def reconcile_locally(
-        self, prefix: str | None, page_token: str | None, max_runs: int, dry_run: bool
+        self, request: Reconcile, max_runs: int, dry_run: bool
     ) -> ReconcileReport:
         """One page of reconciliation in this process (`tally reconcile --local`), logged."""
         from tally_handler.reconcile import reconcile_runs
@@ -160,13 +175,13 @@ class App:
             Source.PUBSUB_PUSH,
             f"cli-{uuid.uuid4().hex[:16]}",
             publish_time=rfc3339(now),
-            reconcile=Reconcile(prefix, page_token),
+            reconcile=request,
         )
         bucket = self.config.outputs_bucket
         report = reconcile_runs(
-            handler, delivery, bucket, prefix, page_token, max_runs, StorageOps(), dry_run=dry_run
+            handler, delivery, bucket, request, max_runs, StorageOps(), dry_run=dry_run
         )
-        for run, result in report.results:
+        for run, result in report.results:  # the CLI prints its own summary: no log lines
             event_log.write_event(run_event(delivery, result, run, now))
         return report
 
@@ -175,21 +190,30 @@ def run_event(
     delivery: Delivery, result: Result, run: RunKey, received: datetime
 ) -> dict[str, Any]:
     """The row of one run that reconciliation acted on (one of several rows of a request)."""
-    row = event_row(
+    return event_row(
         delivery,
         None,
         RunOutput(run.workflow, run.version, run.run_id, ""),
         result.outcome,
         result.detail,
         None,
-        run.idempotency_key,
+        _key(result) or run.idempotency_key,
         received,
         None,
         HANDLER_VERSION,
         row_key=run.key,
+        revision=result.revision,
+        run_state=result.run_state,
     )
-    row["output_path"] = None
-    return row
+
+
+def _key(result: Result) -> str | None:
+    """The idempotency key of the revision the delivery saw or announced."""
+    if result.run_key is None:
+        return None
+    from tally_handler.manifest import revision_key
+
+    return revision_key(result.run_key, result.revision or 1)
 
 
 def _detail(detail: str, delivery: Delivery) -> str:

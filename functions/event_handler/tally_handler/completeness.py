@@ -74,6 +74,7 @@ class Output:
 class Complete:
     outputs: tuple[Output, ...]
     unexpected: tuple[Entry, ...]  # listed in the manifest; never block completion
+    manifest: Entry | None = None  # the object where tally's manifest belongs, if listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class Failed:
     outputs: tuple[Output, ...]
     unexpected: tuple[Entry, ...]
     missing: tuple[str, ...]  # required paths absent (all of them, as the whole folder was listed)
+    manifest: Entry | None = None
 
 
 Result = Complete | Incomplete | Failed
@@ -261,11 +263,14 @@ def evaluate(
     outputs: list[Output] = []
     unexpected: list[Entry] = []
     marker: Entry | None = None
+    manifest: Entry | None = None
     matches: Counter[ExpectedPattern] = Counter()
     for entry in entries:
         kind = classify(entry.path, manifest_name, failure_marker)
         if kind is OutputKind.FAILURE_MARKER:
             marker = entry
+        elif kind is OutputKind.MANIFEST:
+            manifest = entry
         elif kind is OutputKind.OUTPUT:
             expected = spec.expects(entry.path)
             if expected is None:
@@ -280,7 +285,7 @@ def evaluate(
     # In scan order (from start_path, wrapping around), as the walk would have found them.
     missing = tuple(path for path in (*required[split:], *required[:split]) if path not in present)
     if marker is not None:
-        return Failed(marker, tuple(outputs), tuple(unexpected), missing)
+        return Failed(marker, tuple(outputs), tuple(unexpected), missing, manifest)
     if missing:
         return Incomplete(
             f"expected output {missing[0]!r} is not in the run folder yet", missing[0]
@@ -297,4 +302,4 @@ def evaluate(
                 f"pattern {pattern.pattern!r} matched {found} objects, the spec says exactly "
                 f"{pattern.count}: delete the extra objects or fix the spec's count"
             )
-    return Complete(tuple(outputs), tuple(unexpected))
+    return Complete(tuple(outputs), tuple(unexpected), manifest)

@@ -29,6 +29,7 @@ MAX_DELIVERY_ATTEMPTS = "TALLY_MAX_DELIVERY_ATTEMPTS"
 RECONCILE_MAX_RUNS = "TALLY_RECONCILE_MAX_RUNS"
 OBJECT_EVENTS_TOPIC = "TALLY_OBJECT_EVENTS_TOPIC"
 PRESENCE_CACHE_RUNS = "TALLY_PRESENCE_CACHE_RUNS"
+REVISION_QUIET_SECONDS = "TALLY_REVISION_QUIET_SECONDS"
 FAULTS = "TALLY_FAULTS"  # test-only: never set by Terraform
 
 REGISTRY_AUTH_MODES = ("id-token", "none")
@@ -60,6 +61,7 @@ class Config:
     reconcile_max_runs: int
     object_events_topic: str | None
     presence_cache_runs: int
+    revision_quiet_seconds: int
     faults: Faults
 
     @classmethod
@@ -189,5 +191,6 @@ SETTINGS: tuple[_Setting, ...] = (
         "",
     ),
     _Setting(PRESENCE_CACHE_RUNS, "presence_cache_runs", "runs", _count, "1000"),
+    _Setting(REVISION_QUIET_SECONDS, "revision_quiet_seconds", "seconds", _count, "30"),
     _Setting(FAULTS, "faults", "the fault injection setting", Faults.parse, ""),
 )

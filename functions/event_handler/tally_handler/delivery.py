@@ -92,10 +92,15 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class Reconcile:
-    """A reconcile request: examine runs under ``prefix``, resuming at listing ``page_token``."""
+    """A reconcile request: examine runs under ``prefix`` (or of one ``workflow`` ``version``, as
+    the registry asks when it registers one, or every run with ``every_run``), resuming at listing
+    ``page_token``; with none of these, the runs that may be open (tally's open-run index)."""
 
     prefix: str | None = None
     page_token: str | None = None
+    workflow: str | None = None
+    version: str | None = None
+    every_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +420,15 @@ class _Parser:
             reconcile = Reconcile(
                 prefix=attributes.get("prefix") or None,
                 page_token=attributes.get("page_token") or None,
+                workflow=attributes.get("workflow") or None,
+                version=attributes.get("version") or None,
+                every_run=attributes.get("all") == "true",
             )
+            if (reconcile.workflow is None) != (reconcile.version is None):
+                self.fail(
+                    "a reconcile request names a workflow version with both attributes "
+                    "`workflow` and `version`, or neither"
+                )
         else:
             notification = self._notification(attributes, data)
         return self._delivery(attributes, notification=notification, reconcile=reconcile)

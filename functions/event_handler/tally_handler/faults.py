@@ -17,9 +17,10 @@ from types import MappingProxyType
 
 class Step(StrEnum):
     AFTER_LISTING = "after_listing"  # completeness decided, nothing written
-    AFTER_CLAIM = "after_claim"  # manifest created (claimed), nothing published
-    AFTER_PUBLISH = "after_publish"  # completion published, manifest not marked
-    AFTER_MARK = "after_mark"  # manifest marked published, runs row not written
+    AFTER_CLAIM = "after_claim"  # record claimed (bytes fixed), nothing published
+    AFTER_PUBLISH = "after_publish"  # published, runs row not written, record not marked
+    AFTER_RUNS_ROW = "after_runs_row"  # runs row written, output.json and the mark not
+    AFTER_MARK = "after_mark"  # record marked published, the event row not written
     BEFORE_LOGGING = "before_logging"  # everything done but the event row
 
 

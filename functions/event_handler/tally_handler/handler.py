@@ -5,14 +5,17 @@ The decision for a finalize notification of an expected output:
 1. Prove the run incomplete cheaply: look for one missing required output, starting after the
    delivery's own output in sorted order (outputs this instance already saw are skipped), with up
    to PROBES object reads, then with list pages of growing size (completeness.Scan).
-2. Only a delivery that finds nothing missing lists the whole run folder; from that listing it
-   builds the manifest and claims the run (create-if-absent), publishes the announcement, and marks
-   the manifest published. A redelivery of the same message resumes its own claim; a claim older
-   than the lease is taken over with a generation precondition.
+2. Only a delivery that finds nothing missing lists the whole run folder; from that listing the
+   announcer claims revision 1 and announces it (announce.Announcer).
+3. An incomplete verdict is checked against the run's announcement record (one read, skipped when
+   this instance knows the run announced): a run announced (or failed) stays so; a delivery
+   naming a generation the announced revision does not list is a change, and the announcer
+   decides whether a new revision is due.
 
 Correctness rests on the bucket alone (listings are strongly consistent): the delivery of the last
 required output to land always sees every other one. The per-instance PresenceCache only saves
-reads; a stale entry can at worst send a delivery to the full listing, which decides.
+reads; a stale entry can at worst send a delivery to the full listing or to the record, which
+decide.
 """
 
 from __future__ import annotations
@@ -21,47 +24,32 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tally_handler import manifest as manifests
-from tally_handler.adapters import (
-    PreconditionFailed,
-    RegistryUnavailable,
-    StorageGateway,
-    UnknownWorkflow,
-)
+from tally_handler.announce import Actor, Announcer, Change, Known, run_prefix_of_index
 from tally_handler.completeness import Complete, Failed, Incomplete, Scan, affects_completeness
 from tally_handler.config import Config
-from tally_handler.delivery import Delivery, EventType
-from tally_handler.layout import OutputKind, RunKey, RunOutput, classify
-from tally_handler.outcomes import Outcome
-from tally_handler.rows import StorageOps, run_row
+from tally_handler.delivery import Delivery, EventType, Notification
+from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
+from tally_handler.layout import TALLY_FOLDER, OutputKind, RunKey, RunOutput, classify
+from tally_handler.manifest import NotTallys, Record, State
+from tally_handler.outcomes import Outcome, Result, RunState
+from tally_handler.ports import Storage
+from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
-FAILURE_REASON_BYTES = 4096
-
-
-@dataclass(slots=True)
-class Result:
-    """What the handler did with one delivery: one event log row's worth."""
-
-    outcome: Outcome
-    detail: str
-    run_output: RunOutput | None = None
-    run_key: RunKey | None = None
-    announced: dict | None = None  # the published manifest, when this delivery announced the run
-    manifest_generation: int | None = None
 
 
 class PresenceCache:
-    """Per instance: outputs known present, and runs known announced (bounded, LRU)."""
+    """Per instance: outputs known present, runs known announced (their revision's generations)
+    and runs known in the open-run index (bounded, LRU)."""
 
     def __init__(self, max_runs: int = 1000) -> None:
         self._max_runs = max_runs
         self._present: OrderedDict[str, set[str]] = OrderedDict()
-        self._announced: OrderedDict[str, None] = OrderedDict()
+        self._announced: OrderedDict[str, Known] = OrderedDict()
+        self._opened: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def present(self, run: str) -> set[str]:
@@ -77,29 +65,41 @@ class PresenceCache:
             while len(self._present) > self._max_runs:
                 self._present.popitem(last=False)
 
-    def announced(self, run: str) -> bool:
+    def announced(self, run: str) -> Known | None:
         with self._lock:
-            return run in self._announced
+            return self._announced.get(run)
 
-    def add_announced(self, run: str) -> None:
+    def add_announced(self, run: str, known: Known) -> None:
         if self._max_runs <= 0:
             return
         with self._lock:
-            self._announced[run] = None
+            self._announced[run] = known
+            self._announced.move_to_end(run)
             self._present.pop(run, None)
-            while len(self._announced) > 10 * self._max_runs:
+            self._opened.pop(run, None)
+            while len(self._announced) > self._max_runs:
                 self._announced.popitem(last=False)
+
+    def opened(self, run: str) -> bool:
+        with self._lock:
+            return run in self._opened
+
+    def add_opened(self, run: str) -> None:
+        if self._max_runs <= 0:
+            return
+        with self._lock:
+            self._opened[run] = None
+            while len(self._opened) > 10 * self._max_runs:
+                self._opened.popitem(last=False)
 
 
 class Handler:
     def __init__(
         self,
         config: Config,
-        storage: StorageGateway,
+        storage: Storage,
         spec_for: Callable[[str, str], Spec],
-        publish: Callable[[bytes, dict[str, str]], str],
-        write_run: Callable[[dict], None],
-        handler_version: str,
+        announcer: Announcer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache: PresenceCache | None = None,
     ) -> None:
@@ -107,16 +107,22 @@ class Handler:
         self.layout = config.layout
         self.storage = storage
         self.spec_for = spec_for
-        self.publish = publish
-        self.write_run = write_run
-        self.handler_version = handler_version
+        self.announcer = announcer
         self.clock = clock
         self.cache = cache if cache is not None else PresenceCache(config.presence_cache_runs)
+        announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
 
     # -- notifications -------------------------------------------------------------------------
     def notification(self, delivery: Delivery, ops: StorageOps) -> Result:
         n = delivery.notification
         assert n is not None
+        if n.name.startswith(TALLY_FOLDER):
+            indexed = self.layout.match(run_prefix_of_index(n.name) + "_")
+            result = Result(Outcome.IGNORED, "tally's own object (the open-run index)")
+            if indexed is not None:  # logged under its run
+                result.run_output = RunOutput(indexed.workflow, indexed.version, indexed.run_id, "")
+                result.run_key = self.layout.run_key(n.bucket, indexed)
+            return result
         run_output = self.layout.match(n.name)
         if run_output is None:
             return Result(
@@ -124,58 +130,202 @@ class Handler:
                 f"{n.name!r} does not match the layout {self.layout.template}; write run outputs"
                 " there, or set TALLY_LAYOUT",
             )
-        run_key = self.layout.run_key(n.bucket, run_output)
-        kind = classify(run_output.path, self.config.manifest_name, self.config.failure_marker)
-        if kind in (OutputKind.MANIFEST, OutputKind.TALLY_INTERNAL):
-            return Result(Outcome.IGNORED, "tally's own object", run_output, run_key)
-        if n.event_type is not EventType.OBJECT_FINALIZE:
-            return Result(
-                Outcome.IGNORED,
-                f"{n.event_type} does not change which outputs exist"
-                if n.event_type is EventType.OBJECT_METADATA_UPDATE
-                else f"{n.event_type}: completeness is re-checked from the bucket by the"
-                " run's next delivery or by reconciliation",
-                run_output,
-                run_key,
-            )
-        try:
-            spec = self.spec_for(run_output.workflow, run_output.version)
-        except UnknownWorkflow as exc:
-            return Result(Outcome.UNKNOWN_WORKFLOW, str(exc), run_output, run_key)
-        except RegistryUnavailable as exc:
-            return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers", run_output, run_key)
+        run = self.layout.run_key(n.bucket, run_output)
+        result = self._notification(delivery, n, run_output, run, ops)
+        result.run_output = run_output
+        result.run_key = result.run_key or run
+        return result
 
-        if self.cache.announced(run_key.key):
-            return Result(
-                Outcome.AFTER_COMPLETION, "the run was already announced", run_output, run_key
-            )
-        if kind is OutputKind.OUTPUT and spec.expects(run_output.path) is None:
+    def _notification(
+        self, delivery: Delivery, n: Notification, output: RunOutput, run: RunKey, ops: StorageOps
+    ) -> Result:
+        kind = classify(output.path, self.config.manifest_name, self.config.failure_marker)
+        deleted = n.event_type in (EventType.OBJECT_DELETE, EventType.OBJECT_ARCHIVE)
+        early = self._not_for_completeness(n, run, kind, deleted, ops)
+        if early is not None:
+            return early
+        try:
+            spec = self.spec_for(output.workflow, output.version)
+        except UnknownWorkflow as exc:
+            self._ensure_open(run, ops)
+            return Result(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
+        except RegistryUnavailable as exc:
+            return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+        expected = spec.expects(output.path) if kind is OutputKind.OUTPUT else None
+        if kind is OutputKind.OUTPUT and expected is None:
             return Result(
                 Outcome.UNEXPECTED,
-                f"{run_output.path!r} is not an expected output of {spec.workflow}"
+                f"{output.path!r} is not an expected output of {spec.workflow}"
                 f" {spec.version}; it is listed in the manifest as unexpected",
-                run_output,
-                run_key,
             )
-        if kind is OutputKind.OUTPUT and not affects_completeness(spec, run_output.path):
-            return Result(
-                Outcome.RECORDED,
-                f"{run_output.path!r} is optional: it is listed in the manifest if present when"
-                " the run completes, and never waited for",
-                run_output,
-                run_key,
+        actor = Actor(delivery.delivery_id, claimant_of(delivery), delivery.last_attempt)
+        change = Change(
+            output.path,
+            None if deleted else n.generation,
+            (n.event_time or delivery.publish_time) if deleted else None,
+        )
+        known = self.cache.announced(run.key)
+        if known is not None and _matches(known, change, kind):
+            return self._after_completion(known.revision, known.state)
+        if deleted:
+            return self._against_record(
+                spec,
+                run,
+                change,
+                kind,
+                actor,
+                ops,
+                Result(
+                    Outcome.IGNORED,
+                    "a deletion before the run was announced: completeness is re-checked from"
+                    " the bucket by the run's next delivery or by reconciliation",
+                ),
+            )
+        if known is not None:  # announced, as this instance knows, and this object differs
+            found = self.announcer.record(run, ops)
+            if found is not None:
+                return self._with_record(spec, run, *found, change, kind, actor, ops)
+        return self._output(spec, run, change, kind, actor, ops)
+
+    def _output(
+        self,
+        spec: Spec,
+        run: RunKey,
+        change: Change,
+        kind: OutputKind,
+        actor: Actor,
+        ops: StorageOps,
+    ) -> Result:
+        """A new generation of an expected output or of the failure marker."""
+        if kind is OutputKind.OUTPUT and not affects_completeness(spec, change.path):
+            return self._against_record(
+                spec,
+                run,
+                change,
+                kind,
+                actor,
+                ops,
+                Result(
+                    Outcome.RECORDED,
+                    f"{change.path!r} is optional: it is listed in the manifest if present when"
+                    " the run completes, and never waited for",
+                    run_state=RunState.RUNNING,
+                ),
             )
         if kind is OutputKind.FAILURE_MARKER:
-            verdict = self._scan(spec, run_key, "", ops, exhaustive=True)
+            verdict = self._scan(spec, run, "", ops, exhaustive=True)
         else:
-            self.cache.add_present(run_key.key, {run_output.path})
-            verdict = self._decide(spec, run_key, run_output.path, ops)
+            self.cache.add_present(run.key, {change.path})
+            verdict = self._decide(spec, run, change.path, ops)
         self.config.faults.maybe_fail("after_listing")
         if isinstance(verdict, Incomplete):
-            return Result(Outcome.RECORDED, verdict.reason, run_output, run_key)
-        result = self.announce(delivery, spec, run_key, verdict, ops, Outcome.COMPLETED)
-        result.run_output = run_output
-        return result
+            return self._against_record(
+                spec,
+                run,
+                change,
+                kind,
+                actor,
+                ops,
+                Result(Outcome.RECORDED, verdict.reason, run_state=RunState.RUNNING),
+            )
+        done = self.announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)
+        if isinstance(done, Result):
+            return done
+        return self._announced(spec, run, *done, change, kind, actor, ops)
+
+    def _not_for_completeness(
+        self, n: Notification, run: RunKey, kind: OutputKind, deleted: bool, ops: StorageOps
+    ) -> Result | None:
+        """tally's own objects, metadata updates and replaced generations change no verdict."""
+        if kind is OutputKind.TALLY_INTERNAL:
+            return Result(Outcome.IGNORED, "tally's own object")
+        if n.event_type is EventType.OBJECT_METADATA_UPDATE:
+            return Result(Outcome.IGNORED, f"{n.event_type} does not change which outputs exist")
+        replaced = deleted and n.overwritten_by_generation is not None
+        if kind is OutputKind.MANIFEST:
+            return self.announcer.manifest_event(run, n.generation, n.md5, deleted, replaced, ops)
+        if replaced:
+            return Result(
+                Outcome.IGNORED,
+                f"generation {n.generation} was replaced by generation"
+                f" {n.overwritten_by_generation}, whose own notification counts",
+            )
+        return None
+
+    def _against_record(
+        self,
+        spec: Spec,
+        run: RunKey,
+        change: Change,
+        kind: OutputKind,
+        actor: Actor,
+        ops: StorageOps,
+        open_result: Result,
+    ) -> Result:
+        """The run looked open from this delivery: unless its record says otherwise, it is."""
+        found = self.announcer.record(run, ops)
+        if found is None:
+            if open_result.outcome is not Outcome.IGNORED:
+                self._ensure_open(run, ops)
+            return open_result
+        return self._with_record(spec, run, *found, change, kind, actor, ops)
+
+    def _with_record(
+        self,
+        spec: Spec,
+        run: RunKey,
+        record: Record,
+        generation: int,
+        change: Change,
+        kind: OutputKind,
+        actor: Actor,
+        ops: StorageOps,
+    ) -> Result:
+        settled = self.announcer.settle(run, record, generation, actor, Outcome.COMPLETED, ops)
+        if isinstance(settled, Result):
+            return settled
+        return self._announced(spec, run, *settled, change, kind, actor, ops)
+
+    def _announced(
+        self,
+        spec: Spec,
+        run: RunKey,
+        record: Record,
+        generation: int,
+        change: Change,
+        kind: OutputKind,
+        actor: Actor,
+        ops: StorageOps,
+    ) -> Result:
+        """The run has a published revision: is this delivery a duplicate, or a change?"""
+        try:
+            known = self.announcer.known(run, record, ops)
+        except NotTallys as exc:
+            return Result(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+        if _matches(known, change, kind):
+            return self._after_completion(known.revision, known.state)
+        marker = run.prefix + self.config.failure_marker
+        if (
+            known.state is State.FAILED
+            and kind is not OutputKind.FAILURE_MARKER
+            and self.storage.exists(run.bucket, marker, ops)
+        ):
+            return self._after_completion(known.revision, known.state)
+        return self.announcer.review(run, spec, record, generation, change, actor, ops)
+
+    @staticmethod
+    def _after_completion(revision: int, state: State) -> Result:
+        return Result(
+            Outcome.AFTER_COMPLETION,
+            f"the run was announced {state} (revision {revision}); this delivery changes nothing",
+            revision=revision,
+            run_state=RunState(state.value),
+        )
+
+    def _ensure_open(self, run: RunKey, ops: StorageOps) -> None:
+        if not self.cache.opened(run.key):
+            self.announcer.ensure_open(run, ops)
+            self.cache.add_opened(run.key)
 
     def _decide(self, spec: Spec, run: RunKey, own: str, ops: StorageOps):
         """Incomplete as soon as one required output is missing; else the full listing's verdict."""
@@ -210,154 +360,17 @@ class Handler:
         assert scan.result is not None
         return scan.result
 
-    # -- announcing ----------------------------------------------------------------------------
-    def announce(
-        self,
-        delivery: Delivery,
-        spec: Spec,
-        run: RunKey,
-        verdict: Complete | Failed,
-        ops: StorageOps,
-        outcome: Outcome,
-    ) -> Result:
-        """Claim, publish, log the runs row, mark: one announcement per run, in effect."""
-        now = self.clock()
-        if isinstance(verdict, Failed):
-            outcome = Outcome.FAILED if outcome is Outcome.COMPLETED else outcome
-            reason = self._failure_reason(run, verdict, ops)
-            state = "FAILED"
-        else:
-            reason, state = None, "COMPLETE"
-        claim = manifests.Claim(delivery.delivery_id, claimant_of(delivery), now)
-        manifest = manifests.build_manifest(
-            run,
-            state=state,
-            status=manifests.Status.CLAIMED,
-            outputs=verdict.outputs,
-            unexpected=verdict.unexpected,
-            failure_reason=reason,
-            claim=claim,
-            handler_version=self.handler_version,
-        )
-        name = run.prefix + self.config.manifest_name
-        manifest, extra = manifests.split_manifest(manifest)
-        if extra is not None:
-            self.storage.write(run.bucket, run.prefix + manifest["outputs_object"], extra, ops)
-        try:
-            generation = self.storage.write(
-                run.bucket, name, manifests.to_bytes(manifest), ops, if_generation_match=0
-            )
-        except PreconditionFailed:
-            taken = self._existing_claim(delivery, run, manifest, ops, now)
-            if isinstance(taken, Result):
-                return taken
-            manifest, generation = taken
-        self.config.faults.maybe_fail("after_claim")
-
-        published = manifests.mark_published(manifest, self.clock())
-        self.publish(manifests.to_bytes(published), manifests.completion_attributes(published))
-        self.config.faults.maybe_fail("after_publish")
-        # The runs row before the mark: a published manifest then means every step is done, and
-        # a failed row write leaves a claim that a redelivery or a takeover finishes.
-        self.write_run(
-            run_row(
-                published,
-                outcome,
-                generation,
-                published["published_at"],
-                delivery.delivery_id,
-                self.handler_version,
-            )
-        )
-        try:
-            self.storage.write(
-                run.bucket, name, manifests.to_bytes(published), ops, if_generation_match=generation
-            )
-        except PreconditionFailed:
-            return Result(
-                outcome,
-                "announced, but another delivery took the claim over before it was marked"
-                " published; it announces with the same idempotency key",
-                run_key=run,
-                announced=published,
-            )
-        self.config.faults.maybe_fail("after_mark")
-        self.cache.add_announced(run.key)
-        return Result(
-            outcome,
-            f"announced {published['state']} with {published['outputs_count']} outputs"
-            f" (idempotency key {published['idempotency_key']})",
-            run_key=run,
-            announced=published,
-            manifest_generation=generation,
-        )
-
-    def _existing_claim(
-        self, delivery: Delivery, run: RunKey, mine: dict, ops: StorageOps, now: datetime
-    ) -> tuple[dict, int] | Result:
-        """Someone created the manifest first: resume, take over, or stand aside."""
-        name = run.prefix + self.config.manifest_name
-        found = self.storage.download(run.bucket, name, ops)
-        if found is None:  # deleted in between: claim again from scratch next time
-            return Result(Outcome.DEFERRED, "the manifest vanished during the claim", run_key=run)
-        data, generation = found
-        try:
-            existing = manifests.parse_manifest(data)
-        except ValueError as exc:
-            return Result(
-                Outcome.AFTER_COMPLETION,
-                f"{name} exists but is not a tally manifest ({exc}); move it away and reconcile",
-                run_key=run,
-            )
-        claim = existing.get("claim") or {}
-        mine_claimant = claimant_of(delivery)
-        if existing.get("status") == "published":
-            self.cache.add_announced(run.key)
-            if claim.get("claimant") == mine_claimant:
-                # This very message announced the run; only its event row is left to write.
-                return Result(
-                    Outcome.FAILED if existing.get("state") == "FAILED" else Outcome.COMPLETED,
-                    f"announced {existing['state']} by an earlier attempt of this message"
-                    f" (idempotency key {existing['idempotency_key']})",
-                    run_key=run,
-                )
-            return Result(
-                Outcome.AFTER_COMPLETION,
-                f"the run was announced by delivery {claim.get('delivery_id')}"
-                f" at {existing.get('published_at')}",
-                run_key=run,
-            )
-        if claim.get("claimant") == mine_claimant:
-            return existing, generation  # a redelivery of the claiming message resumes
-        if manifests.claim_is_stale(existing, now, self.config.claim_lease_seconds):
-            try:
-                generation = self.storage.write(
-                    run.bucket, name, manifests.to_bytes(mine), ops, if_generation_match=generation
-                )
-            except PreconditionFailed:
-                return Result(
-                    Outcome.AFTER_COMPLETION,
-                    "another delivery took over the stale claim first",
-                    run_key=run,
-                )
-            return mine, generation
-        return Result(
-            Outcome.AFTER_COMPLETION,
-            f"delivery {claim.get('delivery_id')} claimed the run at {claim.get('claimed_at')}"
-            f" and is announcing it; a claim older than {self.config.claim_lease_seconds} s"
-            " is taken over",
-            run_key=run,
-        )
-
-    def _failure_reason(self, run: RunKey, verdict: Failed, ops: StorageOps) -> str:
-        found = self.storage.download(
-            run.bucket, run.prefix + self.config.failure_marker, ops, max_bytes=FAILURE_REASON_BYTES
-        )
-        if found is None:
-            return "the failure marker was removed"
-        return found[0].decode("utf-8", errors="replace").strip() or "no reason given"
-
 
 def claimant_of(delivery: Delivery) -> str:
     """Who holds a claim: the message, not just its id (emulator ids restart at m0)."""
     return f"{delivery.source}:{delivery.delivery_id}:{delivery.publish_time or ''}"
+
+
+def _matches(known: Known, change: Change, kind: OutputKind) -> bool:
+    """Whether the delivery's object is exactly what the announced revision says."""
+    if kind is OutputKind.FAILURE_MARKER:
+        return (change.generation is not None) == (known.state is State.FAILED)
+    announced = known.generations.get(change.path)
+    if change.generation is None:
+        return announced is None  # deleting what the revision does not list changes nothing
+    return announced == change.generation

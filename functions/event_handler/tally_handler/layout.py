@@ -150,6 +150,22 @@ class Layout:
     def object_name(self, output: RunOutput) -> str:
         return self.run_prefix(output.workflow, output.version, output.run_id) + output.path
 
+    def version_prefix(self, workflow: str, version: str) -> str | None:
+        """The prefix every run folder of one workflow version starts with, when the template
+        names workflow and version before run_id (the default does); else None."""
+        values = {"workflow": workflow, "version": version}
+        text = ""
+        for index, segment in enumerate(self.segments):
+            if index not in self.placeholders:
+                text += segment + "/"
+            elif segment == "run_id":
+                return None
+            else:
+                text += values.pop(segment) + "/"
+                if not values:
+                    return text
+        return None
+
     def runs_root_prefix(self) -> str:
         """The literal text before the first placeholder: every run folder starts with it."""
         first = min(self.placeholders)

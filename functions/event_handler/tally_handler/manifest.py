@@ -1,111 +1,245 @@
-"""The manifest: ``output.json`` in the run folder, the run's outputs, written once by the claim.
+"""What tally announces and what it remembers: the manifest and the announcement record.
 
-Life of a manifest: the delivery that finds the run complete (or failed) creates it with
-``ifGenerationMatch=0`` and status ``claimed``; it publishes the completion message (body = the
-manifest, attributes = ``completion_attributes``); it rewrites the manifest with status
-``published`` (``ifGenerationMatch`` = the claim's generation). ``state`` is the run's verdict,
-COMPLETE or FAILED: the ``status`` attribute of the completion message and the runs table.
+**Manifest** (format 2): the run's outputs as one revision announced them. Its canonical bytes
+(sorted keys, compact, UTF-8) are fixed when the revision is claimed: they are the completion
+message's body, ``output.json``'s content and part of the record, byte for byte, whoever publishes.
 
-The bytes are canonical (sorted keys, compact, UTF-8), so equal manifests are equal bytes.
+**Announcement record** (``_tally/announcement.json`` in the run folder): tally's own durable memory
+of a run's latest revision. Created with ``ifGenerationMatch=0`` (the claim of revision 1),
+rewritten with ``ifGenerationMatch`` of the generation read (takeover, mark, next revision)::
+
+    (none) --claim r=1--> claimed(r) --publish, runs row, output.json, mark--> published(r)
+    claimed(r) --lease over: takeover (same manifest bytes, new claimant)--> claimed(r)
+    published(r) --the bucket changed, complete again, quiet--> claimed(r+1)
+
+A user deleting or editing ``output.json`` never loses the record; reconciliation restores the
+manifest from it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from tally_handler.completeness import Entry, Output
 from tally_handler.delivery import rfc3339
-from tally_handler.layout import TALLY_FOLDER, RunKey
+from tally_handler.layout import TALLY_FOLDER, RunKey, idempotency_key
 
 MANIFEST_KIND = "tally#manifest"
-MANIFEST_FORMAT = 1
-# Far below google-cloud-storage's 8 MiB multipart limit: the claim stays one request, never a
+MANIFEST_FORMAT = 2
+LEGACY_FORMAT = 1  # tally before revisions: adopted as revision 1 (announce.Announcer.adopt)
+RECORD_KIND = "tally#announcement"
+RECORD_FORMAT = 1
+RECORD_NAME = TALLY_FOLDER + "announcement.json"  # relative to the run folder
+# Far below google-cloud-storage's 8 MiB multipart limit: every write stays one request, never a
 # resumable upload (the local Storage ignores ifGenerationMatch on those).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 class State(StrEnum):
+    """A revision's verdict: the ``status`` attribute of its message and ``runs.status``."""
+
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"
 
 
-class Status(StrEnum):
+class ClaimStatus(StrEnum):
     CLAIMED = "claimed"
     PUBLISHED = "published"
+
+
+class NotTallys(ValueError):
+    """The object is not one tally wrote (or not of this format); the message says what to do."""
+
+
+def revision_key(run: RunKey, revision: int) -> str:
+    """Revision 1 keeps the run's historical key; later revisions derive theirs from it."""
+    if revision == 1:
+        return run.idempotency_key
+    return idempotency_key(f"{run.key}#revision-{revision}")
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     delivery_id: str
-    claimant: str  # who claimed: instance and revision, for people reading a stuck claim
-    claimed_at: str | datetime
+    claimant: str  # the claiming message (source, id, publish time): a redelivery resumes
+    claimed_at: str  # RFC 3339
+
+    @classmethod
+    def at(cls, delivery_id: str, claimant: str, when: datetime | str) -> Claim:
+        return cls(delivery_id, claimant, rfc3339(when))
 
     def to_json(self) -> dict[str, str]:
         return {
             "delivery_id": self.delivery_id,
             "claimant": self.claimant,
-            "claimed_at": rfc3339(self.claimed_at),
+            "claimed_at": self.claimed_at,
         }
 
+    @classmethod
+    def from_json(cls, data: Any) -> Claim:
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(key), str) for key in ("delivery_id", "claimant", "claimed_at")
+        ):
+            raise NotTallys("the claim needs delivery_id, claimant and claimed_at strings")
+        try:
+            claimed_at = rfc3339(data["claimed_at"])
+        except ValueError:
+            raise NotTallys("the claim's claimed_at is not RFC 3339") from None
+        return cls(data["delivery_id"], data["claimant"], claimed_at)
 
-_TEXT_KEYS = ("run_key", "bucket", "workflow", "version", "run_id", "idempotency_key")
-_REQUIRED_KEYS = (
-    "run_key",
-    "bucket",
-    "workflow",
-    "version",
-    "run_id",
-    "idempotency_key",
-    "state",
-    "status",
-    "claim",
-    "outputs_count",
-)
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    revision: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """One revision of a run's announcement (``outputs`` items are ready-to-serialise dicts)."""
+
+    run: RunKey
+    revision: int
+    state: State
+    outputs: tuple[Mapping[str, Any], ...]
+    unexpected: tuple[Mapping[str, Any], ...]
+    failure_reason: str | None
+    claim: Claim
+    handler_version: str
+    first_output_time: str | None = None
+    supersedes: Superseded | None = None
+    outputs_object: str | None = None  # large runs: the lists live in this _tally/ object
+    outputs_count: int = 0
+    unexpected_count: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        return revision_key(self.run, self.revision)
+
+    def generations(self) -> dict[str, int]:
+        """Output path -> the generation this revision announced (expected and optional)."""
+        return {item["path"]: item["generation"] for item in self.outputs}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": MANIFEST_KIND,
+            "format": MANIFEST_FORMAT,
+            "run_key": self.run.key,
+            "bucket": self.run.bucket,
+            "workflow": self.run.workflow,
+            "version": self.run.version,
+            "run_id": self.run.run_id,
+            "run_prefix": self.run.prefix,
+            "idempotency_key": self.idempotency_key,
+            "revision": self.revision,
+            "supersedes": None
+            if self.supersedes is None
+            else {
+                "revision": self.supersedes.revision,
+                "idempotency_key": self.supersedes.idempotency_key,
+            },
+            "state": self.state.value,
+            "failure_reason": self.failure_reason,
+            "outputs": list(self.outputs),
+            "outputs_count": self.outputs_count,
+            "unexpected": list(self.unexpected),
+            "unexpected_count": self.unexpected_count,
+            "outputs_object": self.outputs_object,
+            "first_output_time": self.first_output_time,
+            "claim": self.claim.to_json(),
+            "announced_at": self.claim.claimed_at,
+            "handler_version": self.handler_version,
+        }
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(self.to_json())
+
+    def attributes(self) -> dict[str, str]:
+        """The completion message's attributes (docs/design.md, "Completion message")."""
+        return {
+            "workflow": self.run.workflow,
+            "version": self.run.version,
+            "run_id": self.run.run_id,
+            "status": self.state.value,
+            "idempotency_key": self.idempotency_key,
+            "revision": str(self.revision),
+            "bucket": self.run.bucket,
+        }
+
+    @classmethod
+    def from_bytes(cls, data: bytes, run: RunKey) -> Manifest:
+        """A manifest tally wrote for ``run``; NotTallys says why an object is not one."""
+        hint = "tally owns this name in every run folder: move the object elsewhere"
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise NotTallys(f"not a tally manifest (not JSON: {error}); {hint}") from None
+        if not isinstance(doc, dict) or doc.get("kind") != MANIFEST_KIND:
+            raise NotTallys(f"not a tally manifest (no kind {MANIFEST_KIND!r}); {hint}")
+        if doc.get("format") not in (LEGACY_FORMAT, MANIFEST_FORMAT):
+            raise NotTallys(f"a tally manifest of format {doc.get('format')!r}, not 2; {hint}")
+        if doc.get("run_key") != run.key:
+            raise NotTallys(f"a tally manifest of another run ({doc.get('run_key')!r}); {hint}")
+        if doc["format"] == LEGACY_FORMAT:  # written before revisions: revision 1, no record
+            doc = {**doc, "revision": 1, "supersedes": None}
+        try:
+            supersedes = doc["supersedes"]
+            return cls(
+                run=run,
+                revision=int(doc["revision"]),
+                state=State(doc["state"]),
+                outputs=tuple(doc["outputs"]),
+                unexpected=tuple(doc["unexpected"]),
+                failure_reason=doc["failure_reason"],
+                claim=Claim.from_json(doc["claim"]),
+                handler_version=doc["handler_version"],
+                first_output_time=doc["first_output_time"],
+                supersedes=None
+                if supersedes is None
+                else Superseded(int(supersedes["revision"]), str(supersedes["idempotency_key"])),
+                outputs_object=doc["outputs_object"],
+                outputs_count=int(doc["outputs_count"]),
+                unexpected_count=int(doc["unexpected_count"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise NotTallys(f"a broken tally manifest ({error!r}); {hint}") from None
 
 
 def build_manifest(
-    run_key: RunKey,
+    run: RunKey,
     *,
+    revision: int,
     state: State | str,
-    status: Status | str,
     outputs: Sequence[Output],
     unexpected: Sequence[Entry],
     failure_reason: str | None,
     claim: Claim,
     handler_version: str,
-    published_at: str | datetime | None = None,
-) -> dict[str, Any]:
-    output_items = [_output(output) for output in outputs]
-    unexpected_items = [_object(entry) for entry in unexpected]
-    return {
-        "kind": MANIFEST_KIND,
-        "format": MANIFEST_FORMAT,
-        "run_key": run_key.key,
-        "bucket": run_key.bucket,
-        "workflow": run_key.workflow,
-        "version": run_key.version,
-        "run_id": run_key.run_id,
-        "run_prefix": run_key.prefix,
-        "idempotency_key": run_key.idempotency_key,
-        "state": State(state).value,
-        "status": Status(status).value,
-        "failure_reason": failure_reason,
-        "outputs": output_items,
-        "outputs_count": len(output_items),
-        "unexpected": unexpected_items,
-        "unexpected_count": len(unexpected_items),
-        "outputs_object": None,
-        "first_output_time": first_output_time([o.entry for o in outputs], unexpected),
-        "claim": claim.to_json(),
-        "handler_version": handler_version,
-        "published_at": None if published_at is None else rfc3339(published_at),
-    }
+    supersedes: Superseded | None = None,
+) -> Manifest:
+    output_items = tuple(_output(output) for output in outputs)
+    unexpected_items = tuple(_object(entry) for entry in unexpected)
+    return Manifest(
+        run=run,
+        revision=revision,
+        state=State(state),
+        outputs=output_items,
+        unexpected=unexpected_items,
+        failure_reason=failure_reason,
+        claim=claim,
+        handler_version=handler_version,
+        first_output_time=first_output_time([o.entry for o in outputs], unexpected),
+        supersedes=supersedes,
+        outputs_count=len(output_items),
+        unexpected_count=len(unexpected_items),
+    )
 
 
 def _object(entry: Entry) -> dict[str, Any]:
@@ -145,85 +279,120 @@ def first_output_time(outputs: Sequence[Entry], unexpected: Sequence[Entry] = ()
     return min(times, default=None)
 
 
-def to_bytes(manifest: Mapping[str, Any]) -> bytes:
+def to_bytes(document: Mapping[str, Any]) -> bytes:
     return json.dumps(
-        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
 
 
-def parse_manifest(data: bytes) -> dict[str, Any]:
-    """Read a manifest back; ValueError says why the object is not one tally wrote."""
-    hint = "tally owns this name in every run folder: move the object elsewhere"
-    try:
-        manifest = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise ValueError(
-            f"the object is not a tally manifest (not JSON: {error}); {hint}"
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise ValueError(f"the object is not a tally manifest (no kind {MANIFEST_KIND!r}); {hint}")
-    absent = [key for key in _REQUIRED_KEYS if key not in manifest]
-    if absent:
-        raise ValueError(f"the tally manifest lacks {', '.join(absent)}; {hint}")
-    mistyped = [key for key in _TEXT_KEYS if not isinstance(manifest[key], str)]
-    if mistyped:
-        raise ValueError(f"the tally manifest's {', '.join(mistyped)} must be strings; {hint}")
-    state, status = manifest["state"], manifest["status"]
-    if not (isinstance(state, str) and state in set(State)) or not (
-        isinstance(status, str) and status in set(Status)
-    ):
-        raise ValueError(
-            f"the tally manifest has state {manifest['state']!r} and status "
-            f"{manifest['status']!r}; expected {'/'.join(State)} and {'/'.join(Status)}"
-        )
-    claim = manifest["claim"]
-    if not isinstance(claim, dict) or not isinstance(claim.get("delivery_id"), str):
-        raise ValueError(f"the tally manifest's claim has no delivery_id; {hint}")
-    try:
-        rfc3339(claim.get("claimed_at"))  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise ValueError(f"the tally manifest's claim has no valid claimed_at; {hint}") from None
-    return manifest
-
-
-def mark_published(manifest: Mapping[str, Any], at: str | datetime) -> dict[str, Any]:
-    return {**manifest, "status": Status.PUBLISHED.value, "published_at": rfc3339(at)}
-
-
-def claim_is_stale(manifest: Mapping[str, Any], now: datetime, lease_seconds: float) -> bool:
-    """A claim whose claimant never published within the lease may be taken over.
-
-    ``manifest`` comes from ``parse_manifest``; ``now`` is an aware datetime."""
-    if manifest["status"] != Status.CLAIMED:
-        return False
-    claimed_at = datetime.fromisoformat(rfc3339(manifest["claim"]["claimed_at"]))
-    return (now - claimed_at).total_seconds() > lease_seconds
-
-
-def completion_attributes(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """The completion message's attributes (docs/design.md, "Completion message")."""
-    return {
-        "workflow": manifest["workflow"],
-        "version": manifest["version"],
-        "run_id": manifest["run_id"],
-        "status": manifest["state"],
-        "idempotency_key": manifest["idempotency_key"],
-        "bucket": manifest["bucket"],
-    }
-
-
 def split_manifest(
-    manifest: Mapping[str, Any], limit: int = MAX_MANIFEST_BYTES
-) -> tuple[dict[str, Any], bytes | None]:
-    """Keep the claim small: above ``limit`` bytes, move the outputs and unexpected lists into a
-    content-addressed object ``_tally/outputs-<sha256>.json`` (relative to the run folder).
+    manifest: Manifest, limit: int = MAX_MANIFEST_BYTES
+) -> tuple[Manifest, bytes | None]:
+    """Keep the manifest small: above ``limit`` bytes, move the outputs and unexpected lists into
+    a content-addressed object ``_tally/outputs-<sha256>.json`` (relative to the run folder).
 
     Returns (manifest, None) when it fits, else (small manifest naming ``outputs_object``, the
     object's bytes). Write the object first: it needs no precondition (same content, same name).
     """
-    if len(to_bytes(manifest)) <= limit:
-        return dict(manifest), None
-    lists = to_bytes({"outputs": manifest["outputs"], "unexpected": manifest["unexpected"]})
+    if len(manifest.to_bytes()) <= limit:
+        return manifest, None
+    lists = to_bytes({"outputs": list(manifest.outputs), "unexpected": list(manifest.unexpected)})
     name = f"{TALLY_FOLDER}outputs-{hashlib.sha256(lists).hexdigest()}.json"
-    small = {**manifest, "outputs": [], "unexpected": [], "outputs_object": name}
-    return small, lists
+    return replace(manifest, outputs=(), unexpected=(), outputs_object=name), lists
+
+
+def outputs_from_object(data: bytes) -> tuple[Mapping[str, Any], ...]:
+    """The outputs list of a split manifest's ``outputs_object``."""
+    try:
+        return tuple(json.loads(data)["outputs"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise NotTallys(f"a broken tally outputs object ({error!r})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """An earlier revision, kept in the record so `tally status` can show the run's history."""
+
+    revision: int
+    idempotency_key: str
+    published_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The announcement record: the latest revision's claim, its exact bytes, its progress."""
+
+    revision: int
+    status: ClaimStatus
+    claim: Claim
+    manifest: bytes  # the exact bytes published under this revision's key, forever
+    published_at: str | None = None
+    manifest_generation: int | None = None  # output.json's generation as tally wrote it
+    history: tuple[Prior, ...] = field(default_factory=tuple)
+
+    @property
+    def published(self) -> bool:
+        return self.status is ClaimStatus.PUBLISHED
+
+    def manifest_md5(self) -> str:
+        """Base64 MD5 of the manifest bytes, as Storage reports ``md5Hash``."""
+        digest = hashlib.md5(self.manifest, usedforsecurity=False).digest()
+        return base64.b64encode(digest).decode("ascii")
+
+    def is_stale(self, now: datetime, lease_seconds: float) -> bool:
+        """A claim whose claimant did not finish within the lease may be taken over."""
+        if self.published:
+            return False
+        claimed_at = datetime.fromisoformat(self.claim.claimed_at.replace("Z", "+00:00"))
+        return (now - claimed_at).total_seconds() > lease_seconds
+
+    def age_seconds(self, now: datetime) -> float:
+        claimed_at = datetime.fromisoformat(self.claim.claimed_at.replace("Z", "+00:00"))
+        return (now - claimed_at).total_seconds()
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(
+            {
+                "kind": RECORD_KIND,
+                "format": RECORD_FORMAT,
+                "revision": self.revision,
+                "status": self.status.value,
+                "claim": self.claim.to_json(),
+                "manifest": self.manifest.decode("utf-8"),
+                "published_at": self.published_at,
+                "manifest_generation": self.manifest_generation,
+                "history": [
+                    {
+                        "revision": p.revision,
+                        "idempotency_key": p.idempotency_key,
+                        "published_at": p.published_at,
+                    }
+                    for p in self.history
+                ],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Record:
+        hint = f"{RECORD_NAME} is tally's own: restore it from a bucket version or delete it"
+        try:
+            doc = json.loads(data)
+            if doc.get("kind") != RECORD_KIND or doc.get("format") != RECORD_FORMAT:
+                raise ValueError(f"kind {doc.get('kind')!r} format {doc.get('format')!r}")
+            return cls(
+                revision=int(doc["revision"]),
+                status=ClaimStatus(doc["status"]),
+                claim=Claim.from_json(doc["claim"]),
+                manifest=doc["manifest"].encode("utf-8"),
+                published_at=doc["published_at"],
+                manifest_generation=doc["manifest_generation"],
+                history=tuple(
+                    Prior(int(p["revision"]), str(p["idempotency_key"]), p["published_at"])
+                    for p in doc["history"]
+                ),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise NotTallys(f"a broken announcement record ({error!r}); {hint}") from None
+
+    def manifest_of(self, run: RunKey) -> Manifest:
+        return Manifest.from_bytes(self.manifest, run)

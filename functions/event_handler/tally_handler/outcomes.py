@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
+from tally_handler.layout import RunKey, RunOutput
+
 
 class Outcome(StrEnum):
     RECORDED = "recorded"
@@ -22,6 +24,10 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     DEFERRED = "deferred"
     STALLED = "stalled"
+    CHANGED = "changed"
+    REVISED = "revised"
+    BLOCKED = "blocked"
+    RESTORED = "restored"
 
     @property
     def acknowledged(self) -> bool:
@@ -67,5 +73,40 @@ HANDLING: MappingProxyType[Outcome, Handling] = MappingProxyType(
         Outcome.REJECTED: _ACK_WARNING,
         Outcome.DEFERRED: Handling(acknowledged=False, severity="WARNING"),
         Outcome.STALLED: _ACK_WARNING,
+        # An announced run's outputs changed: a revision follows once it is complete and quiet.
+        Outcome.CHANGED: _ACK_WARNING,
+        Outcome.REVISED: _ACK_NOTICE,
+        # Permanent until someone moves the object away: acknowledged, never retried forever.
+        Outcome.BLOCKED: Handling(acknowledged=True, severity="ERROR"),
+        Outcome.RESTORED: _ACK_WARNING,
     }
 )
+
+
+class RunState(StrEnum):
+    """A run's state as a delivery saw it (``events.run_state``, the run_status view, `tally`)."""
+
+    RUNNING = "RUNNING"  # outputs are arriving; not announced
+    ANNOUNCING = "ANNOUNCING"  # claimed, not yet marked published
+    COMPLETE = "COMPLETE"  # announced complete, and the bucket still matches
+    FAILED = "FAILED"  # announced failed
+    CHANGED = "CHANGED"  # announced, then changed; not yet re-announced as a new revision
+    BLOCKED = "BLOCKED"  # a foreign object sits where the manifest belongs
+    STALLED = "STALLED"  # not announced and past the spec's deadline
+
+
+@dataclass(slots=True)
+class Result:
+    """What the handler did with one delivery (or reconciliation with one run): one event row."""
+
+    outcome: Outcome
+    detail: str
+    run_output: RunOutput | None = None
+    run_key: RunKey | None = None
+    revision: int | None = None  # the run's revision this delivery saw or announced
+    run_state: RunState | None = None
+    severity: str | None = None  # overrides the outcome's (a change that left a run incomplete)
+
+    @property
+    def log_severity(self) -> str:
+        return self.severity or self.outcome.severity

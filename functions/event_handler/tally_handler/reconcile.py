@@ -1,12 +1,21 @@
 """Reconciliation: re-derive what should have been announced from the bucket, which is the truth.
 
-One code path, used three ways: a reconcile request message on the object-events topic (Cloud
-Scheduler publishes one every N minutes), the `tally reconcile` CLI, and the local platform. For
-each run folder under a prefix, in lexicographic order, at most `max_runs` per invocation:
+One code path, used four ways: a reconcile request message on the object-events topic (Cloud
+Scheduler publishes one every N minutes; the registry one per newly registered version), the
+`tally reconcile` CLI, and the local platform. Which runs it visits:
 
-- a run with a published manifest is skipped (running reconciliation twice changes nothing);
-- a complete (or failed) run without one is announced through the same claim as a delivery,
-  with outcome `reconciled`; a claim older than the lease is taken over;
+- by default, the runs that may be open: tally's open-run index (``_tally/open/``, one object per
+  run that a delivery found incomplete, changed or blocked, removed once announced), so its cost
+  grows with the open runs, not with the runs already announced;
+- with a workflow version, a prefix, or ``all=true``: every run folder under it, in lexicographic
+  order (the deep check for runs none of whose notifications ever arrived).
+
+For each run, at most `max_runs` per invocation, through the same ``Announcer`` as a delivery:
+- a published revision that still matches the bucket is left alone (a deleted or edited
+  ``output.json`` is restored from the record: never announced again);
+- a claim older than the lease is taken over (its stored bytes published, outcome `reconciled`);
+- a complete (or failed) run with no record is announced, outcome `reconciled`;
+- a changed run is announced as its next revision once complete and quiet;
 - an incomplete run past its spec's `deadline_minutes` is logged `stalled` once (a `_tally/stalled`
   marker created with ifGenerationMatch=0 makes the row unique per run).
 
@@ -19,18 +28,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tally_handler import manifest as manifests
-from tally_handler.adapters import PreconditionFailed, TransientError, UnknownWorkflow
+from tally_handler.announce import OPEN_INDEX, Actor, run_prefix_of_index
 from tally_handler.completeness import Complete, Entry, Failed, ListRequest, evaluate
-from tally_handler.delivery import Delivery
-from tally_handler.handler import Handler, Result
-from tally_handler.layout import TALLY_FOLDER, RunKey
-from tally_handler.outcomes import Outcome
+from tally_handler.delivery import Delivery, Reconcile
+from tally_handler.errors import PreconditionFailed, TransientError, UnknownWorkflow
+from tally_handler.handler import Handler, claimant_of
+from tally_handler.layout import TALLY_FOLDER, RunKey, RunOutput
+from tally_handler.manifest import NotTallys, Record
+from tally_handler.outcomes import Outcome, Result, RunState
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
 STALLED_MARKER = TALLY_FOLDER + "stalled"
 LIST_PAGE = 1000
+_ANNOUNCED = frozenset({Outcome.RECONCILED, Outcome.REVISED, Outcome.COMPLETED, Outcome.FAILED})
 
 
 @dataclass
@@ -39,6 +50,10 @@ class ReconcileReport:
     announced: list[str] = field(default_factory=list)
     stalled: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    announcing: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
     already_announced: int = 0
     unknown: list[str] = field(default_factory=list)
     next_page_token: str | None = None
@@ -48,6 +63,8 @@ class ReconcileReport:
         text = (
             f"reconciliation examined {self.examined} runs: {len(self.announced)} announced,"
             f" {len(self.stalled)} newly stalled, {len(self.incomplete)} incomplete,"
+            f" {len(self.changed)} changed, {len(self.restored)} manifests restored,"
+            f" {len(self.announcing)} being announced, {len(self.blocked)} blocked,"
             f" {self.already_announced} already announced, {len(self.unknown)} of unknown versions"
         )
         if self.next_page_token:
@@ -83,33 +100,47 @@ def _walk(handler: Handler, bucket: str, here: str, want: str, levels: int, ops:
             return
 
 
-def _entries(handler: Handler, run: RunKey, ops: StorageOps) -> list[Entry]:
-    entries: list[Entry] = []
+def open_runs(handler: Handler, bucket: str, ops: StorageOps) -> Iterator[str]:
+    """The run folder prefixes in the open-run index, in lexicographic order."""
     token = None
     while True:
         page, token = handler.storage.list_page(
-            run.bucket, run.prefix, ListRequest(None, None, LIST_PAGE, token), ops
+            bucket, OPEN_INDEX, ListRequest(None, None, LIST_PAGE, token), ops
         )
-        entries.extend(page)
+        for entry in page:
+            yield run_prefix_of_index(OPEN_INDEX + entry.path)
         if not token:
-            return entries
+            return
+
+
+def _runs(handler: Handler, bucket: str, request: Reconcile, ops: StorageOps) -> Iterator[str]:
+    if request.workflow is not None and request.version is not None:
+        prefix = handler.layout.version_prefix(request.workflow, request.version)
+        for run_prefix in run_prefixes(handler, bucket, prefix, ops):
+            output = handler.layout.match(run_prefix + "x")
+            if output and (output.workflow, output.version) == (request.workflow, request.version):
+                yield run_prefix
+    elif request.prefix is not None or request.every_run:
+        yield from run_prefixes(handler, bucket, request.prefix, ops)
+    else:
+        yield from open_runs(handler, bucket, ops)
 
 
 def reconcile_runs(
     handler: Handler,
     delivery: Delivery,
     bucket: str,
-    prefix: str | None,
-    page_token: str | None,
+    request: Reconcile,
     max_runs: int,
     ops: StorageOps,
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> ReconcileReport:
     now = now or datetime.now(UTC)
+    actor = Actor(delivery.delivery_id, claimant_of(delivery), last_attempt=True)
     report = ReconcileReport()
-    for run_prefix in run_prefixes(handler, bucket, prefix, ops):
-        if page_token and run_prefix <= page_token:
+    for run_prefix in _runs(handler, bucket, request, ops):
+        if request.page_token and run_prefix <= request.page_token:
             continue
         if report.examined == max_runs:
             break
@@ -118,53 +149,75 @@ def reconcile_runs(
         run_output = handler.layout.match(run_prefix + "x")
         if run_output is not None:
             run = handler.layout.run_key(bucket, run_output)
-            _reconcile_run(handler, delivery, run, ops, dry_run, now, report)
+            _reconcile_run(handler, actor, run, ops, dry_run, now, report)
     else:
         report.next_page_token = None  # the walk finished
     return report
 
 
-def _published(handler: Handler, run: RunKey, ops: StorageOps) -> bool:
-    found = handler.storage.download(run.bucket, run.prefix + handler.config.manifest_name, ops)
-    if found is None:
-        return False
-    try:
-        return manifests.parse_manifest(found[0]).get("status") == "published"
-    except ValueError:
-        return False  # not a tally manifest: the claim reports it
-
-
 def _reconcile_run(
     handler: Handler,
-    delivery: Delivery,
+    actor: Actor,
     run: RunKey,
     ops: StorageOps,
     dry_run: bool,
     now: datetime,
     report: ReconcileReport,
 ) -> None:
-    config = handler.config
-    if _published(handler, run, ops):
-        report.already_announced += 1
+    announcer = handler.announcer
+    try:
+        found = announcer.record(run, ops)
+    except NotTallys as exc:
+        report.blocked.append(run.key)
+        report.results.append(
+            (run, Result(Outcome.BLOCKED, str(exc), run_key=run, run_state=RunState.BLOCKED))
+        )
         return
     try:
         spec = handler.spec_for(run.workflow, run.version)
     except UnknownWorkflow:
         report.unknown.append(run.key)
         return
-    entries = _entries(handler, run, ops)
-    if not entries:
+    if found is not None:
+        if dry_run:
+            report.already_announced += 1
+        else:
+            _reconcile_recorded(handler, actor, run, spec, *found, ops, report)
         return
+    entries = announcer.list_run(run, ops)
+    if not entries:
+        if not dry_run:
+            announcer.close(run, ops)
+        return
+    config = handler.config
     verdict = evaluate(spec, entries, config.manifest_name, config.failure_marker)
     if isinstance(verdict, Complete | Failed):
-        report.announced.append(run.key)
-        if not dry_run:
-            result = handler.announce(delivery, spec, run, verdict, ops, Outcome.RECONCILED)
-            report.results.append((run, result))
+        if dry_run:
+            report.announced.append(run.key)
+            return
+        done = announcer.announce(run, verdict, actor, Outcome.RECONCILED, ops)
+        if isinstance(done, tuple):  # announced meanwhile, or adopted from before revisions
+            _reconcile_recorded(handler, actor, run, spec, *done, ops, report)
+            return
+        _note(report, run, done)
         return
     report.incomplete.append(run.key)
+    if not dry_run:
+        _stalled(handler, run, spec, entries, now, ops, report)
+
+
+def _stalled(
+    handler: Handler,
+    run: RunKey,
+    spec: Spec,
+    entries: list[Entry],
+    now: datetime,
+    ops: StorageOps,
+    report: ReconcileReport,
+) -> None:
+    """Log an incomplete run past its deadline `stalled`, once per run."""
     first = min((e.time_created for e in entries if e.time_created), default=None)
-    if spec.deadline_minutes is None or first is None or dry_run:
+    if spec.deadline_minutes is None or first is None:
         return
     deadline = datetime.fromisoformat(first) + timedelta(minutes=spec.deadline_minutes)
     if now < deadline:
@@ -180,7 +233,55 @@ def _reconcile_run(
         f"past its {spec.deadline_minutes}-minute deadline since {deadline.isoformat()};"
         f" missing: {', '.join(missing_outputs(spec, entries))}"
     )
-    report.results.append((run, Result(Outcome.STALLED, detail, run_key=run)))
+    report.results.append(
+        (run, Result(Outcome.STALLED, detail, run_key=run, run_state=RunState.STALLED))
+    )
+
+
+def _reconcile_recorded(
+    handler: Handler,
+    actor: Actor,
+    run: RunKey,
+    spec: Spec,
+    record: Record,
+    generation: int,
+    ops: StorageOps,
+    report: ReconcileReport,
+) -> None:
+    """A run with an announcement record: finish its claim, re-announce it if it changed, or
+    restore its manifest; then it leaves the open-run index."""
+    announcer = handler.announcer
+    settled = announcer.settle(run, record, generation, actor, Outcome.RECONCILED, ops)
+    if isinstance(settled, Result):
+        _note(report, run, settled)
+        return
+    record, generation = settled
+    result = announcer.review(run, spec, record, generation, None, actor, ops)
+    if result.outcome is not Outcome.AFTER_COMPLETION:
+        _note(report, run, result)
+        return
+    restored = announcer.restore_if_needed(run, record, ops)
+    if restored is not None:
+        _note(report, run, restored)
+    else:
+        report.already_announced += 1
+    announcer.close(run, ops)
+
+
+def _note(report: ReconcileReport, run: RunKey, result: Result) -> None:
+    """File a run's result under the report's heading and keep it for the event log."""
+    if result.outcome in _ANNOUNCED:
+        report.announced.append(run.key)
+    elif result.outcome is Outcome.RESTORED:
+        report.restored.append(run.key)
+    elif result.outcome is Outcome.BLOCKED:
+        report.blocked.append(run.key)
+    elif result.run_state is RunState.ANNOUNCING:
+        report.announcing.append(run.key)
+    elif result.outcome in (Outcome.CHANGED, Outcome.DEFERRED):
+        result.outcome = Outcome.CHANGED  # reconciliation waits for the next request, never 503
+        report.changed.append(run.key)
+    report.results.append((run, result))
 
 
 def missing_outputs(spec: Spec, entries: list[Entry], limit: int = 20) -> list[str]:
@@ -200,32 +301,39 @@ def reconcile_request(
     handler: Handler,
     delivery: Delivery,
     ops: StorageOps,
-    write_event: Callable[[dict], None],
-    event_row: Callable[..., dict],
+    record_run: Callable[[Result, RunKey], None],
     republish: Callable[[dict[str, str]], str] | None,
 ) -> Result:
     """A reconcile request message: reconcile one bounded page, queue the next, log every run."""
     assert delivery.reconcile is not None
+    request = delivery.reconcile
     config = handler.config
+    root = handler.layout.runs_root_prefix()
+    if request.prefix is not None and not request.prefix.startswith(root):
+        return Result(
+            Outcome.REJECTED,
+            f"prefix {request.prefix!r} is outside the layout's root {root!r}; send a prefix"
+            " inside the layout",
+        )
     try:
         report = reconcile_runs(
-            handler,
-            delivery,
-            config.outputs_bucket,
-            delivery.reconcile.prefix,
-            delivery.reconcile.page_token,
-            config.reconcile_max_runs,
-            ops,
+            handler, delivery, config.outputs_bucket, request, config.reconcile_max_runs, ops
         )
-    except ValueError as exc:
-        return Result(Outcome.REJECTED, f"{exc}; send a prefix inside the layout")
     except TransientError:
         raise
     for run, result in report.results:
-        write_event(event_row(result, run))
+        record_run(result, run)
     if report.next_page_token and republish is not None:
         attributes = {"tally-request": "reconcile", "page_token": report.next_page_token}
-        if delivery.reconcile.prefix:
-            attributes["prefix"] = delivery.reconcile.prefix
+        for name in ("prefix", "workflow", "version"):
+            value = getattr(request, name)
+            if value:
+                attributes[name] = value
+        if request.every_run:
+            attributes["all"] = "true"
         republish(attributes)
-    return Result(Outcome.RECONCILED, report.summary())
+    result = Result(Outcome.RECONCILED, report.summary())
+    if request.workflow is not None and request.version is not None:
+        # logged under the version it reconciled (the registry asks for one per registration)
+        result.run_output = RunOutput(request.workflow, request.version, "", "")
+    return result

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tally_handler.delivery import Delivery, Notification, Request, rfc3339
 from tally_handler.layout import RunOutput
-from tally_handler.outcomes import Outcome
+from tally_handler.outcomes import Outcome, RunState
+
+if TYPE_CHECKING:
+    from tally_handler.manifest import Manifest
 
 # Deployed with the function (the source directory is functions/event_handler/).
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 RECONCILE_SOURCE = "reconcile"
-_ANNOUNCING = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED})
+_ANNOUNCING = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED, Outcome.REVISED})
 
 
 @cache
@@ -70,6 +73,8 @@ def event_row(
     handler_version: str | None,
     *,
     row_key: str | None = None,
+    revision: int | None = None,
+    run_state: RunState | None = None,
 ) -> dict[str, Any]:
     """One ``events`` row.
 
@@ -113,11 +118,13 @@ def event_row(
         "content_type": n.content_type if n else None,
         "workflow": run_output.workflow if run_output else None,
         "version": run_output.version if run_output else None,
-        "run_id": run_output.run_id if run_output else None,
-        "output_path": run_output.path if run_output else None,
+        "run_id": (run_output.run_id or None) if run_output else None,  # "": a whole version
+        "output_path": (run_output.path or None) if run_output else None,  # "": the whole run
         "outcome": Outcome(outcome).value,
         "detail": detail,
         "idempotency_key": idempotency_key,
+        "revision": revision,
+        "run_state": None if run_state is None else RunState(run_state).value,
         "replayed": delivery.replayed if delivery is not None else None,
         "storage_reads": ops.reads,
         "storage_lists": ops.lists,
@@ -131,30 +138,30 @@ def event_row(
 
 
 def run_row(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     outcome: Outcome,
-    manifest_generation: int | None,
     announced_time: datetime | str,
-    delivery_id: str | None,
     handler_version: str | None,
 ) -> dict[str, Any]:
-    """One ``runs`` row: a run announcement (outcome completed, failed or reconciled)."""
+    """One ``runs`` row: one revision's announcement, derived from its bytes alone, so every
+    publisher of the revision (resume, takeover) writes the same row under the same insert id."""
     if Outcome(outcome) not in _ANNOUNCING:
         raise ValueError(f"a runs row records an announcement, not outcome {outcome!r}")
     return {
-        "run_key": manifest["run_key"],
-        "bucket": manifest["bucket"],
-        "workflow": manifest["workflow"],
-        "version": manifest["version"],
-        "run_id": manifest["run_id"],
-        "status": manifest["state"],
+        "run_key": manifest.run.key,
+        "bucket": manifest.run.bucket,
+        "workflow": manifest.run.workflow,
+        "version": manifest.run.version,
+        "run_id": manifest.run.run_id,
+        "status": manifest.state.value,
         "outcome": Outcome(outcome).value,
-        "manifest_generation": manifest_generation,
-        "outputs_count": manifest.get("outputs_count"),
-        "unexpected_count": manifest.get("unexpected_count"),
-        "first_event_time": manifest.get("first_output_time"),
+        "manifest_generation": None,
+        "revision": manifest.revision,
+        "outputs_count": manifest.outputs_count,
+        "unexpected_count": manifest.unexpected_count,
+        "first_event_time": manifest.first_output_time,
         "announced_time": rfc3339(announced_time),
-        "idempotency_key": manifest["idempotency_key"],
-        "delivery_id": delivery_id,
+        "idempotency_key": manifest.idempotency_key,
+        "delivery_id": manifest.claim.delivery_id,
         "handler_version": handler_version,
     }

@@ -1,0 +1,642 @@
+"""Announcing a run: one content per key, manifests true to the bucket, announced runs stay so.
+
+The protocol (docs/design.md, "Announcing a run") over three ports: Storage, the completions
+Publisher and the EventLog. Both the handler and reconciliation announce through ``Announcer``.
+
+A revision is announced in five steps, each repeatable:
+
+1. **claim**: write the announcement record (``_tally/announcement.json``) holding the revision's
+   manifest bytes: created with ``ifGenerationMatch=0`` for revision 1, or rewritten with the
+   generation of the published revision it supersedes. One writer wins; the bytes never change.
+2. **publish** exactly those bytes under the revision's idempotency key;
+3. **log** the ``runs`` row (insert id = that key; the row is derived from the bytes alone);
+4. **write** ``output.json`` (a copy of the bytes, for people and consumers);
+5. **mark** the record published (``ifGenerationMatch`` of the claim), then drop the run from the
+   open-run index.
+
+A crash between steps leaves a claimed record: a redelivery of the claiming message resumes it, a
+later delivery or reconciliation takes it over after the lease (``next_action``). Either publishes
+the stored bytes, never a new listing, so a key never names two contents.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from tally_handler.completeness import Complete, Entry, Failed, ListRequest, evaluate
+from tally_handler.config import Config
+from tally_handler.delivery import rfc3339
+from tally_handler.errors import PreconditionFailed, TransientError
+from tally_handler.layout import TALLY_FOLDER, RunKey
+from tally_handler.manifest import (
+    RECORD_NAME,
+    Claim,
+    ClaimStatus,
+    Manifest,
+    NotTallys,
+    Prior,
+    Record,
+    State,
+    Superseded,
+    build_manifest,
+    outputs_from_object,
+    split_manifest,
+)
+from tally_handler.outcomes import Outcome, Result, RunState
+from tally_handler.ports import EventLog, Publisher, Storage
+from tally_handler.rows import StorageOps, run_row
+
+OPEN_INDEX = TALLY_FOLDER + "open/"  # bucket level: one empty object per run that may be open
+FAILURE_REASON_BYTES = 4096
+LIST_PAGE = 1000
+
+
+class Action(StrEnum):
+    """What to do with a record found in place (``next_action``)."""
+
+    DONE = "done"  # published: nothing left to announce for this revision
+    RESUME = "resume"  # claimed by this very message: a redelivery finishes its own claim
+    TAKE_OVER = "take-over"  # claimed longer ago than the lease: finish it with its bytes
+    WAIT = "wait"  # claimed recently by another delivery: it is announcing
+
+
+def next_action(record: Record, claimant: str, now: datetime, lease_seconds: float) -> Action:
+    if record.published:
+        return Action.DONE
+    if record.claim.claimant == claimant:
+        return Action.RESUME
+    if record.is_stale(now, lease_seconds):
+        return Action.TAKE_OVER
+    return Action.WAIT
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: a delivery (its message) or a reconciliation request."""
+
+    delivery_id: str
+    claimant: str  # the message, not just its id (emulator ids restart at m0)
+    last_attempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a delivery says changed in an announced run: its own object, and when."""
+
+    path: str
+    generation: int | None  # None for a deletion
+    time: str | None  # the change's time (the object's update, or the deletion's event time)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """An instance's memory of a run's published revision (saves the record read)."""
+
+    revision: int
+    state: State
+    generations: Mapping[str, int]
+
+
+def run_index_name(run: RunKey) -> str:
+    return OPEN_INDEX + run.prefix.rstrip("/")
+
+
+def run_prefix_of_index(name: str) -> str:
+    return name[len(OPEN_INDEX) :] + "/"
+
+
+class Announcer:
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        publisher: Publisher,
+        event_log: EventLog,
+        handler_version: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        remember: Callable[[RunKey, Known], None] = lambda run, known: None,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.publisher = publisher
+        self.event_log = event_log
+        self.handler_version = handler_version
+        self.clock = clock
+        self.remember = remember
+        self._outputs_cache: dict[str, tuple[Mapping[str, Any], ...]] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+    def record(self, run: RunKey, ops: StorageOps) -> tuple[Record, int] | None:
+        """The run's announcement record and its generation, or None before any claim."""
+        found = self.storage.download(run.bucket, run.prefix + RECORD_NAME, ops)
+        if found is None:
+            return None
+        return Record.from_bytes(found[0]), found[1]
+
+    def manifest(self, run: RunKey, record: Record, ops: StorageOps) -> Manifest:
+        """The record's manifest, with a split manifest's outputs read back in."""
+        manifest = record.manifest_of(run)
+        if manifest.outputs_object is None:
+            return manifest
+        name = run.prefix + manifest.outputs_object
+        outputs = self._outputs_cache.get(name)
+        if outputs is None:
+            found = self.storage.download(run.bucket, name, ops)
+            if found is None:
+                raise NotTallys(f"{name} (the manifest's outputs) is missing")
+            outputs = outputs_from_object(found[0])
+            self._outputs_cache = {name: outputs}  # one large run at a time is plenty
+        return replace(manifest, outputs=outputs)
+
+    def known(self, run: RunKey, record: Record, ops: StorageOps) -> Known:
+        manifest = self.manifest(run, record, ops)
+        known = Known(record.revision, manifest.state, manifest.generations())
+        if record.published:
+            self.remember(run, known)
+        return known
+
+    # -- the first announcement --------------------------------------------------------------
+    def announce(
+        self,
+        run: RunKey,
+        verdict: Complete | Failed,
+        actor: Actor,
+        outcome: Outcome,
+        ops: StorageOps,
+    ) -> Result | tuple[Record, int]:
+        """Announce revision 1 of a run found complete (or failed).
+
+        Returns the Result of this announcement, or the published record already in place (the
+        caller compares it with its own object: a duplicate, or a change)."""
+        if verdict.manifest is not None:
+            found = self._manifest_in_place(run, ops)
+            if isinstance(found, Result):
+                return found
+            if found is not None:
+                return self.settle(run, *found, actor, outcome, ops)
+        manifest = self._build(run, verdict, 1, None, actor, ops)
+        record = Record(1, ClaimStatus.CLAIMED, manifest.claim, manifest.to_bytes())
+        try:
+            record, generation = self._claim(run, manifest, record, 0, ops)
+        except PreconditionFailed:
+            found = self.record(run, ops)
+            if found is None:
+                return Result(
+                    Outcome.DEFERRED,
+                    "the announcement record vanished during the claim; Pub/Sub redelivers",
+                    run_key=run,
+                )
+            return self.settle(run, *found, actor, outcome, ops)
+        self.config.faults.maybe_fail("after_claim")
+        return self._finish(run, record, generation, outcome, ops)
+
+    def settle(
+        self,
+        run: RunKey,
+        record: Record,
+        generation: int,
+        actor: Actor,
+        outcome: Outcome,
+        ops: StorageOps,
+    ) -> Result | tuple[Record, int]:
+        """Bring a record found in place to published: resume, take over, or wait for it.
+
+        Returns the published record, or the Result of finishing (or of waiting for) a claim."""
+        now = self.clock()
+        action = next_action(record, actor.claimant, now, self.config.claim_lease_seconds)
+        if action is Action.DONE:
+            return record, generation
+        if action is Action.WAIT:
+            return Result(
+                Outcome.AFTER_COMPLETION,
+                f"delivery {record.claim.delivery_id} claimed revision {record.revision} at"
+                f" {record.claim.claimed_at} ({record.age_seconds(now):.0f} s ago) and is"
+                f" announcing it; a claim older than {self.config.claim_lease_seconds} s is"
+                " taken over",
+                run_key=run,
+                revision=record.revision,
+                run_state=RunState.ANNOUNCING,
+            )
+        if action is Action.TAKE_OVER:
+            taken = replace(record, claim=Claim.at(actor.delivery_id, actor.claimant, now))
+            try:
+                generation = self.storage.write(
+                    run.bucket,
+                    run.prefix + RECORD_NAME,
+                    taken.to_bytes(),
+                    ops,
+                    if_generation_match=generation,
+                )
+            except PreconditionFailed:
+                return Result(
+                    Outcome.AFTER_COMPLETION,
+                    f"another delivery took over the stale claim of revision {record.revision}",
+                    run_key=run,
+                    revision=record.revision,
+                    run_state=RunState.ANNOUNCING,
+                )
+            record = taken
+        return self._finish(run, record, generation, outcome, ops)
+
+    # -- revisions ---------------------------------------------------------------------------
+    def review(
+        self,
+        run: RunKey,
+        spec: Any,
+        record: Record,
+        generation: int,
+        change: Change | None,
+        actor: Actor,
+        ops: StorageOps,
+    ) -> Result:
+        """An announced run may have changed: announce the next revision once the run is complete
+        again and quiet, or say what it waits for. ``change`` is the delivery's own object (None
+        for reconciliation)."""
+        entries = self.list_run(run, ops)
+        c = self.config
+        verdict = evaluate(spec, entries, c.manifest_name, c.failure_marker)
+        announced = self.manifest(run, record, ops)
+        revision = record.revision
+        if not isinstance(verdict, Complete | Failed):
+            self.ensure_open(run, ops)
+            return Result(
+                Outcome.CHANGED,
+                f"announced as revision {revision}, the run is now incomplete: {verdict.reason};"
+                f" it is announced again as revision {revision + 1} once complete",
+                run_key=run,
+                revision=revision,
+                run_state=RunState.CHANGED,
+                severity="ERROR",
+            )
+        now_state = State.FAILED if isinstance(verdict, Failed) else State.COMPLETE
+        current = {o.entry.path: o.entry.generation for o in verdict.outputs}
+        if now_state is announced.state and (
+            now_state is State.FAILED or current == announced.generations()
+        ):
+            self.remember(run, Known(revision, announced.state, announced.generations()))
+            return Result(
+                Outcome.AFTER_COMPLETION,
+                f"the run was announced as revision {revision} and the bucket still matches it",
+                run_key=run,
+                revision=revision,
+                run_state=RunState(announced.state.value),
+            )
+        changed_times = [
+            o.entry.updated or o.entry.time_created or ""
+            for o in verdict.outputs
+            if announced.generations().get(o.entry.path) != o.entry.generation
+        ]
+        if change is not None and change.generation is None and change.time:
+            changed_times.append(change.time)
+        latest = max((t for t in changed_times if t), default=None)
+        quiet = c.revision_quiet_seconds
+        if latest is not None and quiet > 0:
+            waited = (self.clock() - _parse_time(latest)).total_seconds()
+            if waited < quiet:
+                self.ensure_open(run, ops)
+                own_latest = change is not None and _is_latest(change, verdict, latest)
+                if own_latest and not actor.last_attempt:
+                    return Result(
+                        Outcome.DEFERRED,
+                        f"the run changed after revision {revision}; revision {revision + 1} is"
+                        f" announced once it has been quiet for {quiet} s (last change"
+                        f" {waited:.1f} s ago); Pub/Sub redelivers",
+                        run_key=run,
+                        revision=revision,
+                        run_state=RunState.CHANGED,
+                    )
+                return Result(
+                    Outcome.CHANGED,
+                    f"the run changed after revision {revision}; revision {revision + 1} is"
+                    f" announced once it has been quiet for {quiet} s, by the delivery of the"
+                    " latest change or by reconciliation",
+                    run_key=run,
+                    revision=revision,
+                    run_state=RunState.CHANGED,
+                )
+        supersedes = Superseded(revision, announced.idempotency_key)
+        manifest = self._build(run, verdict, revision + 1, supersedes, actor, ops)
+        prior = Prior(revision, announced.idempotency_key, record.published_at)
+        claimed = Record(
+            revision + 1,
+            ClaimStatus.CLAIMED,
+            manifest.claim,
+            manifest.to_bytes(),
+            history=(*record.history, prior),
+        )
+        try:
+            claimed, new_generation = self._claim(run, manifest, claimed, generation, ops)
+        except PreconditionFailed:
+            return Result(
+                Outcome.CHANGED,
+                f"another delivery is announcing revision {revision + 1}",
+                run_key=run,
+                revision=revision + 1,
+                run_state=RunState.ANNOUNCING,
+            )
+        self.config.faults.maybe_fail("after_claim")
+        return self._finish(run, claimed, new_generation, Outcome.REVISED, ops)
+
+    # -- the manifest object -----------------------------------------------------------------
+    def manifest_event(
+        self,
+        run: RunKey,
+        generation: int,
+        md5: str | None,
+        deleted: bool,
+        replaced: bool,
+        ops: StorageOps,
+    ) -> Result:
+        """A notification about ``output.json``: tally's own write, or someone else's doing."""
+        name = run.prefix + self.config.manifest_name
+        if replaced:
+            return Result(Outcome.IGNORED, f"{name}: an older generation, replaced", run_key=run)
+        found = self.record(run, ops)
+        if found is None:
+            if deleted:
+                return Result(Outcome.IGNORED, f"{name} deleted before any claim", run_key=run)
+            return self._foreign_manifest(run, ops) or Result(
+                Outcome.IGNORED, f"{name} is a tally manifest", run_key=run
+            )
+        record, _ = found
+        if not record.published:
+            return Result(
+                Outcome.IGNORED,
+                f"revision {record.revision} is being announced; its claimant writes {name}",
+                run_key=run,
+                revision=record.revision,
+                run_state=RunState.ANNOUNCING,
+            )
+        if not deleted and md5 == record.manifest_md5():
+            return Result(
+                Outcome.IGNORED,
+                "tally's own manifest",
+                run_key=run,
+                revision=record.revision,
+            )
+        return self.restore(run, record, None if deleted else generation, ops)
+
+    def restore(
+        self, run: RunKey, record: Record, over_generation: int | None, ops: StorageOps
+    ) -> Result:
+        """Put the published revision's bytes back where a user deleted or edited them."""
+        name = run.prefix + self.config.manifest_name
+        try:
+            self.storage.write(
+                run.bucket, name, record.manifest, ops, if_generation_match=over_generation or 0
+            )
+        except PreconditionFailed:
+            return Result(
+                Outcome.IGNORED,
+                f"{name} changed again meanwhile; its own notification decides",
+                run_key=run,
+                revision=record.revision,
+            )
+        return Result(
+            Outcome.RESTORED,
+            f"{name} was {'edited' if over_generation else 'deleted'}; tally restored revision"
+            f" {record.revision} from its record (announced runs are never announced again)",
+            run_key=run,
+            revision=record.revision,
+            run_state=RunState.COMPLETE,
+        )
+
+    def restore_if_needed(self, run: RunKey, record: Record, ops: StorageOps) -> Result | None:
+        """Reconciliation's check of a published run's ``output.json`` (one read)."""
+        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
+        if found is not None and found[0] == record.manifest:
+            return None
+        return self.restore(run, record, None if found is None else found[1], ops)
+
+    # -- the open-run index ------------------------------------------------------------------
+    def ensure_open(self, run: RunKey, ops: StorageOps) -> None:
+        """Make reconciliation visit this run (one small object per run, written once).
+
+        Best effort: a bucket that refuses the write for good (gone, no permission) must not turn
+        every delivery into a retry; only a transient failure defers the delivery."""
+        try:
+            self.storage.write(run.bucket, run_index_name(run), b"", ops, if_generation_match=0)
+        except PreconditionFailed:
+            pass  # already indexed
+        except TransientError:
+            raise
+        except Exception as exc:  # the index only serves reconciliation: never retry for it
+            _warn(f"could not add {run.key} to the open-run index: {exc!r}")
+
+    def close(self, run: RunKey, ops: StorageOps) -> None:
+        self.storage.delete(run.bucket, run_index_name(run), ops)
+
+    def list_run(self, run: RunKey, ops: StorageOps) -> list[Entry]:
+        entries: list[Entry] = []
+        token = None
+        while True:
+            page, token = self.storage.list_page(
+                run.bucket, run.prefix, ListRequest(None, None, LIST_PAGE, token), ops
+            )
+            entries.extend(page)
+            if not token:
+                return entries
+
+    # -- steps -------------------------------------------------------------------------------
+    def _build(
+        self,
+        run: RunKey,
+        verdict: Complete | Failed,
+        revision: int,
+        supersedes: Superseded | None,
+        actor: Actor,
+        ops: StorageOps,
+    ) -> Manifest:
+        failed = isinstance(verdict, Failed)
+        return build_manifest(
+            run,
+            revision=revision,
+            state=State.FAILED if failed else State.COMPLETE,
+            outputs=verdict.outputs,
+            unexpected=verdict.unexpected,
+            failure_reason=self._failure_reason(run, ops) if failed else None,
+            claim=Claim.at(actor.delivery_id, actor.claimant, self.clock()),
+            handler_version=self.handler_version,
+            supersedes=supersedes,
+        )
+
+    def _claim(
+        self, run: RunKey, manifest: Manifest, record: Record, over: int, ops: StorageOps
+    ) -> tuple[Record, int]:
+        """Step 1; a manifest over 4 MiB first moves its lists to a content-addressed object."""
+        small, lists = split_manifest(manifest)
+        if lists is not None:
+            assert small.outputs_object is not None
+            self.storage.write(run.bucket, run.prefix + small.outputs_object, lists, ops)
+            record = replace(record, manifest=small.to_bytes())
+        generation = self.storage.write(
+            run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=over
+        )
+        return record, generation
+
+    def _finish(
+        self, run: RunKey, record: Record, generation: int, outcome: Outcome, ops: StorageOps
+    ) -> Result:
+        manifest = record.manifest_of(run)
+        if record.revision > 1 and outcome is not Outcome.RECONCILED:
+            outcome = Outcome.REVISED
+        elif manifest.state is State.FAILED and outcome is Outcome.COMPLETED:
+            outcome = Outcome.FAILED
+        self.publisher.publish(record.manifest, manifest.attributes())
+        self.config.faults.maybe_fail("after_publish")
+        self.event_log.write_run(
+            run_row(manifest, outcome, manifest.claim.claimed_at, self.handler_version)
+        )
+        self.config.faults.maybe_fail("after_runs_row")
+        manifest_generation, note = self._write_manifest(run, record, ops)
+        published = replace(
+            record,
+            status=ClaimStatus.PUBLISHED,
+            published_at=rfc3339(self.clock()),
+            manifest_generation=manifest_generation,
+        )
+        try:
+            self.storage.write(
+                run.bucket,
+                run.prefix + RECORD_NAME,
+                published.to_bytes(),
+                ops,
+                if_generation_match=generation,
+            )
+        except PreconditionFailed:
+            return Result(
+                outcome,
+                f"announced revision {record.revision}, but another delivery took the claim over"
+                " before it was marked; it publishes the same bytes under the same key",
+                run_key=run,
+                revision=record.revision,
+                run_state=RunState.ANNOUNCING,
+            )
+        self.config.faults.maybe_fail("after_mark")
+        self.close(run, ops)
+        self.remember(run, Known(record.revision, manifest.state, manifest.generations()))
+        return Result(
+            outcome,
+            f"announced {manifest.state} revision {record.revision} with"
+            f" {manifest.outputs_count} outputs (idempotency key {manifest.idempotency_key})"
+            + note,
+            run_key=run,
+            revision=record.revision,
+            run_state=RunState(manifest.state.value),
+        )
+
+    def _write_manifest(
+        self, run: RunKey, record: Record, ops: StorageOps
+    ) -> tuple[int | None, str]:
+        """Step 4: ``output.json`` becomes a copy of the revision's bytes, unless a foreign
+        object sits there (then it stays, and the detail says so)."""
+        name = run.prefix + self.config.manifest_name
+        over = 0
+        for _ in range(3):
+            try:
+                return (
+                    self.storage.write(
+                        run.bucket, name, record.manifest, ops, if_generation_match=over
+                    ),
+                    "",
+                )
+            except PreconditionFailed:
+                found = self.storage.download(run.bucket, name, ops)
+                if found is None:
+                    over = 0
+                    continue
+                if found[0] == record.manifest:
+                    return found[1], ""
+                try:
+                    Manifest.from_bytes(found[0], run)
+                except NotTallys as exc:
+                    return None, f"; {name} was left in place: {exc}"
+                over = found[1]  # an earlier revision's manifest: replace it
+        return None, f"; {name} kept changing: reconciliation restores it"
+
+    def _manifest_in_place(
+        self, run: RunKey, ops: StorageOps
+    ) -> Result | tuple[Record, int] | None:
+        """Before the first claim, what sits where the manifest belongs: nothing (None), a
+        foreign object (BLOCKED), or a manifest tally wrote before revisions existed, adopted as
+        published (or claimed) revision 1 so that it is never announced again."""
+        name = run.prefix + self.config.manifest_name
+        found = self.storage.download(run.bucket, name, ops, max_bytes=8 * 1024 * 1024)
+        if found is None:
+            return None
+        try:
+            manifest = Manifest.from_bytes(found[0], run)
+        except NotTallys as exc:
+            self.ensure_open(run, ops)
+            return Result(
+                Outcome.BLOCKED,
+                f"gs://{run.bucket}/{name} is {exc}; tally announces this run once that object"
+                " is moved away (then run `tally reconcile`)",
+                run_key=run,
+                run_state=RunState.BLOCKED,
+            )
+        legacy = json.loads(found[0])
+        published = legacy.get("status") == ClaimStatus.PUBLISHED.value
+        record = Record(
+            manifest.revision,
+            ClaimStatus.PUBLISHED if published else ClaimStatus.CLAIMED,
+            manifest.claim,
+            found[0],
+            published_at=legacy.get("published_at"),
+            manifest_generation=found[1] if published else None,
+        )
+        try:
+            generation = self.storage.write(
+                run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=0
+            )
+        except PreconditionFailed:
+            return self.record(run, ops)
+        return record, generation
+
+    def _foreign_manifest(self, run: RunKey, ops: StorageOps) -> Result | None:
+        found = self._manifest_in_place(run, ops)
+        return found if isinstance(found, Result) else None
+
+    def _failure_reason(self, run: RunKey, ops: StorageOps) -> str:
+        found = self.storage.download(
+            run.bucket,
+            run.prefix + self.config.failure_marker,
+            ops,
+            max_bytes=FAILURE_REASON_BYTES,
+        )
+        if found is None:
+            return "the failure marker was removed"
+        return found[0].decode("utf-8", errors="replace").strip() or "no reason given"
+
+
+def _warn(message: str) -> None:
+    """A structured WARNING line on stdout (Cloud Logging reads `severity`)."""
+    sys.stdout.write(
+        json.dumps({"severity": "WARNING", "message": message, "component": "event-handler"}) + "\n"
+    )
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _is_latest(change: Change, verdict: Complete | Failed, latest: str) -> bool:
+    """Whether the delivery's own change is the run's latest one (it then waits for quiet)."""
+    if change.generation is None:
+        return change.time is not None and _parse_time(change.time) >= _parse_time(latest)
+    for output in verdict.outputs:
+        if output.entry.path == change.path:
+            own = output.entry.updated or output.entry.time_created
+            return (
+                output.entry.generation == change.generation
+                and own is not None
+                and (_parse_time(own) >= _parse_time(latest))
+            )
+    return False

@@ -1,0 +1,291 @@
+"""A world for the announcement protocol without servers: the handler and reconciliation over the
+in-memory ports, a clock the test moves, and notifications as Cloud Storage sends them.
+
+Used by the announcer's unit tests and the model-based (stateful) test. Crashes are real to the
+protocol: an operation raises ``Crash`` half-way through a delivery, nothing of that delivery runs
+after it, and the message stays unacknowledged (the test redelivers it later).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tally_handler.announce import Announcer
+from tally_handler.config import Config
+from tally_handler.delivery import Delivery, EventType, Notification, Reconcile, Source, rfc3339
+from tally_handler.handler import Handler, PresenceCache
+from tally_handler.manifest import RECORD_NAME, Record
+from tally_handler.memory import MemoryEventLog, MemoryPublisher, MemoryStorage
+from tally_handler.outcomes import Outcome, Result
+from tally_handler.reconcile import ReconcileReport, reconcile_runs
+from tally_handler.rows import StorageOps
+from tally_handler.spec import Spec
+
+BUCKET = "outs"
+WORKFLOW, VERSION = "wf", "1"
+SPEC = Spec.from_json(
+    {
+        "workflow": WORKFLOW,
+        "version": VERSION,
+        "expected_outputs": [
+            {"path": "a.txt"},
+            {"path": "b.txt"},
+            {"path": "notes.txt", "required": False},
+            {"pattern": "shards/*.bin", "count": 2},
+        ],
+    }
+)
+REQUIRED = ("a.txt", "b.txt", "shards/0.bin", "shards/1.bin")
+OPTIONAL = ("notes.txt",)
+LEASE = 600
+QUIET = 30
+
+
+class Crash(Exception):
+    """The process died here: nothing after this point of the delivery happens."""
+
+
+def config(**overrides: str) -> Config:
+    env = {
+        "TALLY_PROJECT": "p",
+        "TALLY_OUTPUTS_BUCKET": BUCKET,
+        "TALLY_REGISTRY_URL": "http://registry",
+        "TALLY_COMPLETIONS_TOPIC": "completions",
+        "TALLY_EVENTS_TABLE": "p.d.events",
+        "TALLY_RUNS_TABLE": "p.d.runs",
+        "TALLY_CLAIM_LEASE_SECONDS": str(LEASE),
+        "TALLY_REVISION_QUIET_SECONDS": str(QUIET),
+    } | overrides
+    return Config.from_env(env)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class CrashingStorage(MemoryStorage):
+    """Storage that can crash the process after a given number of further operations."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        super().__init__(clock)
+        self.crash_in: int | None = None
+
+    def tick(self) -> None:
+        if self.crash_in is not None:
+            if self.crash_in == 0:
+                self.crash_in = None
+                raise Crash("storage")
+            self.crash_in -= 1
+
+    def exists(self, *args: Any, **kwargs: Any) -> bool:
+        self.tick()
+        return super().exists(*args, **kwargs)
+
+    def download(self, *args: Any, **kwargs: Any) -> Any:
+        self.tick()
+        return super().download(*args, **kwargs)
+
+    def list_page(self, *args: Any, **kwargs: Any) -> Any:
+        self.tick()
+        return super().list_page(*args, **kwargs)
+
+    def write(self, *args: Any, **kwargs: Any) -> int:
+        self.tick()
+        return super().write(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> bool:
+        self.tick()
+        return super().delete(*args, **kwargs)
+
+
+class CrashingPublisher(MemoryPublisher):
+    def __init__(self, storage: CrashingStorage) -> None:
+        super().__init__()
+        self.storage = storage
+
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        self.storage.tick()
+        message_id = super().publish(data, attributes)
+        self.storage.tick()  # a crash right after the publish: published, nothing else done
+        return message_id
+
+
+class CrashingEventLog(MemoryEventLog):
+    def __init__(self, storage: CrashingStorage) -> None:
+        super().__init__()
+        self.storage = storage
+
+    def write_run(self, row: dict[str, Any]) -> None:
+        self.storage.tick()
+        super().write_run(row)
+
+
+@dataclass
+class World:
+    clock: Clock = field(default_factory=Clock)
+    cfg: Config = field(default_factory=config)
+    instances: int = 2
+
+    def __post_init__(self) -> None:
+        self.storage = CrashingStorage(self.clock)
+        self.publisher = CrashingPublisher(self.storage)
+        self.event_log = CrashingEventLog(self.storage)
+        self.handlers = [self.new_instance() for _ in range(self.instances)]
+        self.sequence = 0
+        self.deletions: list[str] = []  # manifests deleted by "users", for the checker
+
+    def new_instance(self) -> Handler:
+        announcer = Announcer(
+            self.cfg, self.storage, self.publisher, self.event_log, "test", self.clock
+        )
+        return Handler(
+            self.cfg,
+            self.storage,
+            lambda w, v: SPEC,
+            announcer,
+            self.clock,
+            PresenceCache(100),
+        )
+
+    def restart(self, index: int) -> None:
+        """An instance replaced as Cloud Run would: its memory is gone."""
+        self.handlers[index] = self.new_instance()
+
+    @property
+    def prefix(self) -> str:
+        return f"{WORKFLOW}/{VERSION}/"
+
+    def run_prefix(self, run_id: str) -> str:
+        return f"{self.prefix}{run_id}/"
+
+    # -- the bucket, as workflows and users change it ----------------------------------------
+    def write(self, run_id: str, path: str, data: bytes = b"x") -> Delivery:
+        """Write an object; return the finalize notification's message (and, for an overwrite,
+        Storage also sends a delete of the old generation, returned by ``overwrite_deliveries``)."""
+        name = self.run_prefix(run_id) + path
+        old = self.storage.get(BUCKET, name)
+        generation = self.storage.put(BUCKET, name, data)
+        self.last_overwritten = None
+        if old is not None:
+            self.last_overwritten = self.message(
+                name, old.generation, EventType.OBJECT_DELETE, overwritten_by=generation
+            )
+        stored = self.storage.get(BUCKET, name)
+        assert stored is not None
+        return self.message(name, generation, EventType.OBJECT_FINALIZE, md5=stored.md5)
+
+    def delete(self, run_id: str, path: str) -> Delivery | None:
+        name = self.run_prefix(run_id) + path
+        old = self.storage.get(BUCKET, name)
+        if old is None:
+            return None
+        self.storage.remove(BUCKET, name)
+        return self.message(name, old.generation, EventType.OBJECT_DELETE)
+
+    def message(
+        self,
+        name: str,
+        generation: int,
+        event_type: EventType,
+        overwritten_by: int | None = None,
+        md5: str | None = None,
+    ) -> Delivery:
+        self.sequence += 1
+        now = rfc3339(self.clock())
+        return Delivery(
+            Source.PUBSUB_PUSH,
+            f"m{self.sequence}",
+            delivery_attempt=1,
+            publish_time=now,
+            notification=Notification(
+                BUCKET,
+                name,
+                generation,
+                event_type,
+                event_time=now,
+                md5=md5,
+                overwritten_by_generation=overwritten_by,
+            ),
+        )
+
+    # -- the platform ----------------------------------------------------------------------------
+    def deliver(self, delivery: Delivery, instance: int = 0, crash_after: int | None = None):
+        """One attempt; returns the Result, or None when the process crashed (not acknowledged)."""
+        self.storage.crash_in = crash_after
+        try:
+            return self.handlers[instance].notification(delivery, StorageOps())
+        except Crash:
+            self.restart(instance)
+            return None
+        finally:
+            self.storage.crash_in = None
+
+    def reconcile(
+        self, instance: int = 0, crash_after: int | None = None, **request: Any
+    ) -> ReconcileReport | None:
+        self.sequence += 1
+        delivery = Delivery(
+            Source.PUBSUB_PUSH,
+            f"r{self.sequence}",
+            publish_time=rfc3339(self.clock()),
+            reconcile=Reconcile(**request),
+        )
+        self.storage.crash_in = crash_after
+        try:
+            return reconcile_runs(
+                self.handlers[instance],
+                delivery,
+                BUCKET,
+                delivery.reconcile,  # type: ignore[arg-type]
+                1000,
+                StorageOps(),
+                now=self.clock(),
+            )
+        except Crash:
+            self.restart(instance)
+            return None
+        finally:
+            self.storage.crash_in = None
+
+    # -- observations ------------------------------------------------------------------------
+    def record(self, run_id: str) -> Record | None:
+        found = self.storage.get(BUCKET, self.run_prefix(run_id) + RECORD_NAME)
+        return None if found is None else Record.from_bytes(found.data)
+
+    def manifest(self, run_id: str) -> dict[str, Any] | None:
+        found = self.storage.get(BUCKET, self.run_prefix(run_id) + self.cfg.manifest_name)
+        return None if found is None else json.loads(found.data)
+
+    def messages(self, run_id: str) -> list[tuple[bytes, dict[str, str]]]:
+        return [m for m in self.publisher.messages if m[1]["run_id"] == run_id]
+
+    def contents_per_key(self) -> dict[str, set[bytes]]:
+        by_key: dict[str, set[bytes]] = {}
+        for data, attributes in self.publisher.messages:
+            by_key.setdefault(attributes["idempotency_key"], set()).add(data)
+        return by_key
+
+    def current_outputs(self, run_id: str) -> dict[str, int]:
+        prefix = self.run_prefix(run_id)
+        return {
+            name[len(prefix) :]: stored.generation
+            for (bucket, name), stored in self.storage.objects.items()
+            if bucket == BUCKET
+            and name.startswith(prefix)
+            and SPEC.expects(name[len(prefix) :]) is not None
+        }
+
+
+def outcome(result: Result | None) -> Outcome | None:
+    return None if result is None else result.outcome
