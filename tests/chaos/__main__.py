@@ -28,6 +28,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="deliveries in flight (16)")
     p.add_argument("--fault-rate", type=float, default=0.05, help="crash probability per step")
     p.add_argument("--lease", type=int, default=5, help="claim lease in seconds (5)")
+    p.add_argument("--quiet", type=float, default=1.0, help="revision quiet window in seconds (1)")
     p.add_argument("--fuzz-examples", type=int, default=1000, help="handler fuzz requests")
     p.add_argument("--schema-examples", type=int, default=200, help="schemathesis per operation")
     p.add_argument("--no-fuzz", action="store_true", help="skip both fuzzers")
@@ -57,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m tests.chaos " + shlex.join(
         [f"--runs={args.runs}", f"--seed={seed}", f"--concurrency={args.concurrency}"]
     )
-    config = ChaosConfig(args.runs, seed, args.concurrency, args.fault_rate, args.lease)
+    config = ChaosConfig(
+        args.runs,
+        seed,
+        args.concurrency,
+        args.fault_rate,
+        args.lease,
+        quiet_seconds=args.quiet,
+        whole_bucket=True,  # its own platform: the repair's every-run pass walks the bucket
+    )
     extras = Extras(command=command)
     state = ROOT / ".devstack" / "chaos"
     with Stack(state_dir=state, concurrency=args.concurrency) as stack:

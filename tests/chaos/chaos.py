@@ -17,9 +17,9 @@ from typing import Any
 import requests
 
 from tests.chaos.checker import Figures, RunTruth, check, failing_histories
-from tests.chaos.plan import Plan, make_plan
+from tests.chaos.plan import After, KillKind, Plan, make_plan
 from tests.chaos.repair import RepairStats, repair
-from tests.chaos.storm import Baseline, Storm, StormStats, faults_setting
+from tests.chaos.storm import Baseline, Ledger, Storm, StormStats, faults_setting
 
 WRITER = "writer@tally.test"
 FAULT_LINE = re.compile(r"InjectedFault: fault injected (\w+)")
@@ -32,6 +32,8 @@ class ChaosConfig:
     concurrency: int = 16
     fault_rate: float = 0.05
     lease_seconds: int = 5
+    quiet_seconds: float = 1.0  # TALLY_REVISION_QUIET_SECONDS during the chaos run
+    whole_bucket: bool = False  # the repair's every-run pass walks the whole bucket (own platform)
     timeout: float = 1500.0  # the storm and the repair together
 
 
@@ -46,6 +48,7 @@ class ChaosResult:
     injections: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     histories: list[str] = field(default_factory=list)
+    platform: str = ""  # Stack.describe(): instances and retry timing
 
     @property
     def ok(self) -> bool:
@@ -108,6 +111,7 @@ def injections(
             f.seek(baseline.handler_log_offset)
             text = f.read(max(0, log_end - baseline.handler_log_offset)).decode("utf-8", "replace")
     return {
+        "platform": stack.describe(),
         "runs": len(runs),
         "runs_by_plan": dict(Counter(str(r.kind) for r in runs)),
         "outputs_per_run": _spread([r.version.size for r in runs]),
@@ -135,6 +139,46 @@ def injections(
         "bigquery_windows": _spread(windows.get("bigquery", [])),
         "bigquery_503": stack.bigquery_tap.statuses[503] - baseline.bigquery_503,
         "write_errors": storm.write_errors[:20],
+        **real_faults(plan, storm),
+    }
+
+
+def real_faults(plan: Plan, storm: StormStats) -> dict[str, Any]:
+    """The real faults (issue 13): planned (seeded) and carried out (timing)."""
+    planned_post: Counter[str] = Counter(str(a.kind) for r in plan.runs for a in r.post)
+    kills = storm.kills
+    at_publish = [k for k in kills if k["kind"] == str(KillKind.AFTER_PUBLISH)]
+    long_outages: dict[str, list[dict[str, Any]]] = {}
+    for outage in storm.long_outages:
+        long_outages.setdefault(outage["target"], []).append(outage)
+    return {
+        "kills_planned": dict(Counter(str(k.kind) for k in plan.kills)),
+        "kills": dict(Counter(k["kind"] for k in kills)),
+        "processes_killed": sum(len(k["pids"]) for k in kills),
+        "kills_left_claimed": sum(1 for k in at_publish if k.get("record_after_kill") == "claimed"),
+        "kills_at_publish_records": dict(
+            Counter(str(k.get("record_after_kill")) for k in at_publish)
+        ),
+        "pre_deletes_planned": sum(len(r.pre_deletes) for r in plan.runs),
+        "pre_deletes": storm.pre_deletes,
+        "post_planned": {str(k): planned_post.get(str(k), 0) for k in After},
+        "post_done": {str(k): storm.post_done.get(str(k), 0) for k in After},
+        "post_after_announcement": storm.post_after_announcement,
+        "post_skipped": storm.post_skipped[:20],
+        "runs_changed_after_completion": sum(1 for r in plan.runs if r.post),
+        "foreign_manifests": storm.foreign_manifests,
+        "long_outages_planned": dict(Counter(str(o.target) for o in plan.long_outages)),
+        "long_outages": {
+            target: {
+                "count": len(items),
+                "seconds": [round(i["seconds"], 1) for i in items],
+                "dead_lettered_meanwhile": sum(i.get("dead_lettered_meanwhile", 0) for i in items),
+                "trigger_dead_lettered": sum(bool(i.get("trigger_dead_lettered")) for i in items),
+            }
+            for target, items in long_outages.items()
+        },
+        "late_registrations": storm.late_registrations,
+        "late_version_runs": sum(1 for r in plan.runs if r.version.late),
     }
 
 
@@ -162,39 +206,57 @@ def run_chaos(stack: Any, config: ChaosConfig, say: Callable[[str], None] = prin
     t0 = time.monotonic()
     deadline = t0 + config.timeout
     plan = make_plan(config.seed, config.runs, uuid.uuid4().hex[:6])
-    for version in plan.versions:
+    for version in plan.versions:  # late versions are registered by the storm
         register(stack, version.spec())
     say(
         f"plan: {len(plan.runs)} runs of {len(plan.versions)} versions in {plan.waves} waves,"
         f" {sum(r.writes_count for r in plan.runs)} writes; names under {plan.root}"
     )
     saved = (stack.bridge.concurrency, stack.bridge.suppress)
+    describe = getattr(stack, "describe", None)
+    platform = describe() if describe is not None else "one handler process"
+    say(f"platform: {platform}")
+    ledger = Ledger()
+    settings = {
+        "TALLY_CLAIM_LEASE_SECONDS": str(config.lease_seconds),
+        "TALLY_REVISION_QUIET_SECONDS": f"{config.quiet_seconds:g}",
+    }
     try:
         stack.bridge.concurrency = config.concurrency
         stack.restart_handler(
-            {
-                "TALLY_FAULTS": faults_setting(config.fault_rate, config.seed),
-                "TALLY_CLAIM_LEASE_SECONDS": str(config.lease_seconds),
-            }
+            {"TALLY_FAULTS": faults_setting(config.fault_rate, config.seed), **settings}
         )
         check_handler(stack)
         timings["setup"] = time.monotonic() - t0
         baseline, acked_before = take_baseline(stack)
-        storm = Storm(stack, plan, baseline, deadline).run(say)
+        storm = Storm(stack, plan, baseline, deadline, ledger).run(say)
         storm_end = time.monotonic()
         timings["storm"] = storm.seconds
         log = handler_log(stack)
         log_end = log.stat().st_size if log.exists() else 0
         say(f"storm over in {storm.seconds:.0f} s (drained: {storm.drained}); repairing")
-        repaired = repair(stack, plan, config.lease_seconds, storm_end, deadline)
+        repaired = repair(
+            stack,
+            plan,
+            config.lease_seconds,
+            config.quiet_seconds,
+            storm.last_change,
+            storm_end,
+            deadline,
+            ledger,
+            {**settings, "TALLY_RECONCILE_MAX_RUNS": "200"},
+            config.whole_bucket,
+        )
         timings["repair"] = repaired.seconds
         t = time.monotonic()
         acked = set(stack.bridge.stats.acked) - acked_before
-        figures, truths = check(stack, plan, baseline, storm.malformed_ids, repaired, acked)
+        figures, truths = check(stack, plan, baseline, storm.malformed_ids, repaired, acked, ledger)
         timings["check"] = time.monotonic() - t
         found = injections(stack, plan, baseline, storm, log_end)
         histories = [] if figures.ok else failing_histories(stack, figures, truths)
     finally:
         _restore(stack, *saved)
     timings["total"] = time.monotonic() - t0
-    return ChaosResult(config, plan, storm, repaired, figures, truths, found, timings, histories)
+    return ChaosResult(
+        config, plan, storm, repaired, figures, truths, found, timings, histories, platform
+    )

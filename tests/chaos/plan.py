@@ -2,8 +2,12 @@
 
 Workflow versions (their specs), runs (which objects each writes, in which order, how often each
 notification is duplicated, which runs fail, stay incomplete or lose their last notification),
-malformed messages and outage windows all come from one ``random.Random(seed)``. Only timing
-(which delivery a 5 % fault hits, which delivery an outage catches) depends on the machine.
+malformed messages and outage windows all come from one ``random.Random(seed)``, and so do the
+real faults (issue 13): SIGKILLs of handler instances, outputs rewritten or deleted before and
+after completion, late optional outputs, deleted and edited manifests, foreign `output.json`
+objects, outages longer than the push retry span, versions registered after their outputs landed.
+Only timing (which delivery a fault, a kill or an outage catches) depends on the machine: the
+report says what happened.
 """
 
 from __future__ import annotations
@@ -32,6 +36,68 @@ class Target(StrEnum):
     BIGQUERY = "bigquery"
 
 
+class After(StrEnum):
+    """A change to a complete run once its closer is written (the workflow, or a user, again)."""
+
+    REWRITE = "rewrite"  # an expected output written again (new generation)
+    DELETE_REWRITE = "delete-rewrite"  # an expected output deleted, written again a little later
+    LATE_OPTIONAL = "late-optional"  # the optional output, not written before, added late
+    DELETE_OPTIONAL = "delete-optional"  # the optional output, written before, deleted
+    LATE_UNEXPECTED = "late-unexpected"  # an object the spec does not expect (no revision)
+    DELETE_MANIFEST = "delete-manifest"  # a user deletes output.json once it is there
+    EDIT_MANIFEST = "edit-manifest"  # a user edits output.json once it is there
+
+    @property
+    def changes_outputs(self) -> bool:
+        """Whether it may cause a new revision (one at most: a rewrite after a deletion makes
+        the run complete again once)."""
+        return self in (
+            After.REWRITE,
+            After.DELETE_REWRITE,
+            After.LATE_OPTIONAL,
+            After.DELETE_OPTIONAL,
+        )
+
+    @property
+    def on_manifest(self) -> bool:
+        return self in (After.DELETE_MANIFEST, After.EDIT_MANIFEST)
+
+
+@dataclass(frozen=True)
+class PostAction:
+    kind: After
+    path: str  # the run-relative object it touches
+    wait_announced: bool  # after the run's announcement is seen (else right after the closer)
+    delay: float  # seconds after that moment
+    gap: float = 0.0  # DELETE_REWRITE: seconds between the deletion and the rewrite
+
+
+class KillKind(StrEnum):
+    AT_RANDOM = "at-random"  # SIGKILL one instance at a seeded moment of a wave
+    AFTER_PUBLISH = "after-publish"  # SIGKILL the busy instances as a completion appears
+
+
+@dataclass(frozen=True)
+class Kill:
+    kind: KillKind
+    wave: int  # AT_RANDOM: the wave it happens in
+    delay: float  # AT_RANDOM: seconds after the wave starts
+    slot: int  # AT_RANDOM: which instance (modulo the instances serving)
+    nth: int  # AFTER_PUBLISH: the nth completion message of the storm triggers it
+
+
+@dataclass(frozen=True)
+class LongOutage:
+    """An outage longer than the push retry span: messages are dead-lettered (replayed in the
+    repair). BigQuery: opens as its wave starts, closes once a message was dead-lettered during
+    it. Registry: opens as the first notification of a new version goes out, closes once that
+    notification was dead-lettered. Both are bounded by `cap` seconds."""
+
+    target: Target
+    wave: int
+    cap: float
+
+
 @dataclass(frozen=True)
 class VersionPlan:
     workflow: str
@@ -39,6 +105,7 @@ class VersionPlan:
     exact: tuple[str, ...]  # required exact paths
     shards: int  # required count of SHARD_PATTERN (0: no pattern)
     optional: tuple[str, ...]  # optional exact paths
+    late: bool = False  # registered only after its runs' outputs landed
 
     @property
     def size(self) -> int:
@@ -91,6 +158,14 @@ class RunPlan:
     suppressed: bool = False  # every notification of the closer is dropped (never sent)
     marker_text: str = ""
     copies: dict[str, int] = field(default_factory=dict)  # object path -> extra publishes (0-2)
+    pre_deletes: list[str] = field(default_factory=list)  # deleted, then written again, before
+    post: list[PostAction] = field(default_factory=list)  # after the closer (complete runs)
+    foreign_manifest: bool = False  # the workflow writes its own output.json (moved in repair)
+
+    @property
+    def output_changes(self) -> int:
+        """Changes after completion that may each cause one more revision."""
+        return sum(1 for a in self.post if a.kind.changes_outputs)
 
     @property
     def prefix_parts(self) -> tuple[str, str, str]:
@@ -133,6 +208,8 @@ class Plan:
     windows: list[Window]
     waves: int
     duplicate_deferred: dict[tuple[int, str], bool]  # (run, path): duplicates sent a wave later
+    kills: list[Kill] = field(default_factory=list)
+    long_outages: list[LongOutage] = field(default_factory=list)
 
     @property
     def root(self) -> str:
@@ -145,8 +222,24 @@ class Plan:
         """The first run of each version: the deliveries that need the registry."""
         first: dict[str, int] = {}
         for run in self.runs:
+            if run.version.late:
+                continue  # unknown to the registry when its notifications arrive
             first.setdefault(run.version.workflow + "/" + run.version.version, run.index)
         return set(first.values())
+
+    def late_versions(self, wave: int | None = None) -> list[VersionPlan]:
+        """Versions registered after their outputs landed (those whose runs are in `wave`)."""
+        found: dict[tuple[str, str], VersionPlan] = {}
+        for run in self.runs:
+            if run.version.late and (wave is None or run.wave == wave):
+                found[(run.version.workflow, run.version.version)] = run.version
+        return list(found.values())
+
+    def all_versions(self) -> list[VersionPlan]:
+        return [*self.versions, *self.late_versions()]
+
+    def workflows(self) -> list[str]:
+        return sorted({v.workflow for v in self.all_versions()})
 
     def registry_waves(self) -> set[int]:
         return {w.wave for w in self.windows if w.target is Target.REGISTRY}
@@ -403,4 +496,111 @@ def make_plan(seed: int, runs: int, token: str) -> Plan:
         (run.index, path): rng.random() < 0.5 for run in plan_runs for path in run.all_paths()
     }
     windows = make_windows(rng, waves, intro, max(3, waves // 2))
-    return Plan(seed, token, versions, plan_runs, malformed, windows, waves, deferred)
+    plan = Plan(seed, token, versions, plan_runs, malformed, windows, waves, deferred)
+    # The real faults draw from their own generator: the plan above is the one earlier seeds made.
+    add_real_faults(random.Random(f"{seed}/real-faults"), plan, intro)
+    return plan
+
+
+# -- real faults (issue 13) ------------------------------------------------------------------------
+MANIFEST_NAME = "output.json"
+FOREIGN_MANIFEST = b'{"workflow": "its own summary", "note": "not a tally manifest"}\n'
+MOVED_MANIFEST = "moved-away/output.json"  # where the repair moves a foreign output.json
+
+
+def _plain(run: RunPlan, first_runs: set[int]) -> bool:
+    """A complete run with nothing special yet: it may take one real fault."""
+    return (
+        run.kind is RunKind.COMPLETE
+        and not run.suppressed
+        and not run.post
+        and not run.foreign_manifest
+        and not run.version.late
+        and run.index not in first_runs
+    )
+
+
+def _post_action(rng: random.Random, run: RunPlan, kind: After) -> PostAction | None:
+    version = run.version
+    written_optional = [p for p in version.optional if p in run.writes]
+    unwritten_optional = [p for p in version.optional if p not in run.writes]
+    required = [p for p in run.all_paths() if p in version.required_paths()]
+    path: str | None
+    if kind is After.REWRITE or kind is After.DELETE_REWRITE:
+        path = rng.choice(required) if required else None
+    elif kind is After.LATE_OPTIONAL:
+        path = unwritten_optional[0] if unwritten_optional else None
+    elif kind is After.DELETE_OPTIONAL:
+        path = written_optional[0] if written_optional else None
+    elif kind is After.LATE_UNEXPECTED:
+        path = f"extra/late-{run.index}.txt"
+    else:
+        path = MANIFEST_NAME
+    if path is None:
+        return None
+    # Manifest edits need the manifest; output changes race the announcement half the time.
+    wait = kind.on_manifest or rng.random() < 0.5
+    return PostAction(
+        kind, path, wait, round(rng.uniform(0.0, 1.5), 2), round(rng.uniform(0.3, 2.5), 2)
+    )
+
+
+def add_real_faults(rng: random.Random, plan: Plan, intro: list[int]) -> None:
+    runs, waves = plan.runs, plan.waves
+    first = plan.first_runs()
+    n = len(runs)
+    # Deleted and written again before completion (the run completes with the new generation).
+    for run in runs:
+        if run.kind is not RunKind.INCOMPLETE and run.writes and rng.random() < 0.06:
+            candidates = [p for p in run.writes if p not in run.overwrites]
+            if candidates:
+                run.pre_deletes = [rng.choice(candidates)]
+    # Changes after completion: every kind at least once, then in a seeded mix.
+    kinds = list(After)
+    wanted = max(len(kinds) + 3, round(0.15 * n))
+    plain = [r for r in runs if _plain(r, first)]
+    rng.shuffle(plain)
+    i = 0
+    for run in plain:
+        if i >= wanted:
+            break
+        kind = kinds[i % len(kinds)] if i < 2 * len(kinds) else rng.choice(kinds)
+        action = _post_action(rng, run, kind)
+        if action is None:
+            continue
+        run.post.append(action)
+        if rng.random() < 0.25:  # a second change, of another kind, to some of them
+            second = _post_action(rng, run, rng.choice(kinds))
+            if second is not None and second.path != action.path:
+                run.post.append(second)
+        i += 1
+    # Foreign output.json: written by the workflow among its outputs; moved away in the repair.
+    plain = [r for r in runs if _plain(r, first)]
+    for run in rng.sample(plain, min(len(plain), max(2, round(0.02 * n)))):
+        run.foreign_manifest = True
+        run.writes.insert(rng.randint(0, len(run.writes)), MANIFEST_NAME)
+    # Versions registered after their outputs landed: a few runs each get a version of their own.
+    plain = [r for r in runs if _plain(r, first) or (r.kind is RunKind.FAILED and not r.suppressed)]
+    plain = [r for r in plain if r.index not in first and not r.post and not r.foreign_manifest]
+    for k, run in enumerate(rng.sample(plain, min(len(plain), max(2, n // 150)))):
+        version = run.version
+        run.version = VersionPlan(
+            version.workflow, f"9.{k}.0", version.exact, version.shards, version.optional, True
+        )
+    # SIGKILLs: at seeded moments, and as completions are published (between publish and mark).
+    kills = [
+        Kill(KillKind.AT_RANDOM, rng.randrange(waves), round(rng.uniform(0.2, 4.0), 2), k, 0)
+        for k in range(max(3, n // 60))
+    ]
+    announced = sum(1 for r in runs if r.kind is not RunKind.INCOMPLETE)
+    for nth in sorted(rng.sample(range(1, max(3, announced)), min(max(2, n // 120), announced))):
+        kills.append(Kill(KillKind.AFTER_PUBLISH, 0, 0.0, 0, nth))
+    plan.kills = kills
+    # Outages longer than the retry span: a registry one as a new version arrives, and BigQuery.
+    fresh_waves = sorted({w for w in intro if w > 0}) or [0]
+    used = {w.wave for w in plan.windows if w.target is Target.REGISTRY}
+    free = [w for w in fresh_waves if w not in used] or fresh_waves
+    long_registry = rng.sample(free, min(len(free), max(1, waves // 10)))
+    plan.long_outages = [LongOutage(Target.REGISTRY, w, 30.0) for w in sorted(long_registry)]
+    long_bigquery = rng.sample(range(waves), min(waves, max(1, waves // 10)))
+    plan.long_outages += [LongOutage(Target.BIGQUERY, w, 120.0) for w in sorted(long_bigquery)]

@@ -1,6 +1,7 @@
-"""After the storm, what an operator does: reconcile once (after the claim lease), then replay the
-dead letters (as `tally replay` does). Only the chaos run's own dead letters are touched; anyone
-else's are released untouched."""
+"""After the storm, what an operator does: move the foreign manifests away, replay the dead letters
+(as `tally replay` does), wait past the claim lease and the revision quiet window, reconcile (the
+open-run index, then one pass over every run folder), and wait until nothing moves. Only the chaos
+run's own dead letters are touched; anyone else's are released untouched."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.chaos.plan import Plan
-from tests.chaos.storm import wait_idle
+from tests.chaos.plan import FOREIGN_MANIFEST, MANIFEST_NAME, MOVED_MANIFEST, Plan
+from tests.chaos.storm import Ledger, wait_idle
 
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
 REPLAYED = "tally-replayed"
@@ -25,6 +26,9 @@ class RepairStats:
     replayed: dict[str, str] = field(default_factory=dict)  # new message id -> old message id
     left_after_replay: int = 0
     seconds: float = 0.0
+    moved_manifests: list[str] = field(default_factory=list)  # foreign output.json moved away
+    foreign_overwritten: list[str] = field(default_factory=list)  # tally wrote over one
+    waited_quiet: float = 0.0
 
 
 def is_ours(plan: Plan, attributes: dict[str, str]) -> bool:
@@ -35,18 +39,32 @@ def is_ours(plan: Plan, attributes: dict[str, str]) -> bool:
     )
 
 
-def reconcile(stack: Any, plan: Plan, stats: RepairStats, deadline: float) -> None:
-    """One reconcile request per workflow (each answers within the push deadline), in turn."""
+def reconcile(
+    stack: Any,
+    plan: Plan,
+    stats: RepairStats,
+    deadline: float,
+    ledger: Ledger,
+    whole_bucket: bool,
+) -> None:
+    """The open-run index first (a plain request, as the scheduler sends), then one pass over
+    every run folder (`tally reconcile --all`; on a shared platform, over this run's workflows
+    only). Each request answers within the push deadline and queues its next page itself."""
     started = time.monotonic()
-    for workflow in sorted({v.workflow for v in plan.versions}):
-        prefix = f"{workflow}/"
-        message_id = stack.publish_object_event(
-            b"{}", {"tally-request": "reconcile", "prefix": prefix}
-        )
-        stats.reconcile_requests[message_id] = prefix
+    requests: list[tuple[str, dict[str, str]]] = [("open-run index", {})]
+    if whole_bucket:
+        requests.append(("every run", {"all": "true"}))
+    else:
+        requests += [
+            (f"every run of {w}/", {"all": "true", "prefix": f"{w}/"}) for w in plan.workflows()
+        ]
+    for label, attributes in requests:
+        message_id = stack.publish_object_event(b"{}", {"tally-request": "reconcile", **attributes})
+        ledger.published(message_id)
+        stats.reconcile_requests[message_id] = label
         row = _wait_row(stack, message_id, deadline)
-        stats.reconcile_summaries.append(f"{prefix}: {row or 'no row logged'}")
-    wait_idle(stack, deadline)
+        stats.reconcile_summaries.append(f"{label}: {row or 'no row logged'}")
+        wait_idle(stack, deadline)
     stats.reconcile_seconds = time.monotonic() - started
 
 
@@ -55,11 +73,15 @@ def _wait_row(stack: Any, message_id: str, deadline: float) -> str | None:
         "SELECT detail FROM `${dataset}.events` WHERE outcome = 'reconciled'"
         f" AND workflow IS NULL AND delivery_id = '{message_id}'"
     )
+    acked_at: float | None = None
     while time.monotonic() < deadline:
         if message_id in stack.bridge.stats.acked:
+            acked_at = acked_at or time.monotonic()
             rows = stack.query(sql)
             if rows:
                 return str(rows[0]["detail"])
+            if time.monotonic() - acked_at > 15:
+                return None
         if message_id in stack.bridge.stats.dead_lettered:
             return None
         time.sleep(0.2)
@@ -120,7 +142,7 @@ def drain_dead_letters(
     return ours
 
 
-def replay(stack: Any, plan: Plan, stats: RepairStats, deadline: float) -> None:
+def replay(stack: Any, plan: Plan, stats: RepairStats, deadline: float, ledger: Ledger) -> None:
     def republish(message: Any) -> str | None:
         if message.attributes.get(REPLAYED) == "true":
             return None  # a replay that failed again stays a dead letter: replay once only
@@ -129,29 +151,65 @@ def replay(stack: Any, plan: Plan, stats: RepairStats, deadline: float) -> None:
         }
         stats.dead_letters.append(dict(message.attributes))
         new_id = stack.publish_object_event(message.data, {**attributes, REPLAYED: "true"})
+        ledger.published(new_id)
         stats.replayed[new_id] = message.message_id
         return new_id
 
     drain_dead_letters(stack, plan, republish, deadline)
     wait_idle(stack, deadline)
-    stats.left_after_replay = len(drain_dead_letters(stack, plan, lambda _m: None, deadline))
+
+
+def move_foreign_manifests(stack: Any, plan: Plan, stats: RepairStats) -> None:
+    """What the blocked runs' ERROR lines ask of an operator: move the workflow's own output.json
+    away (here: to `moved-away/output.json` in the same folder, an object the spec does not
+    expect). One that tally overwrote is a finding."""
+    bucket = stack.storage_client().bucket(stack.outputs_bucket)
+    for run in plan.runs:
+        if not run.foreign_manifest:
+            continue
+        name = run.prefix() + MANIFEST_NAME
+        blob = bucket.get_blob(name)
+        if blob is None:
+            stats.foreign_overwritten.append(f"{run.prefix()}: the foreign output.json is gone")
+            continue
+        data = blob.download_as_bytes()
+        if data != FOREIGN_MANIFEST:
+            stats.foreign_overwritten.append(f"{run.prefix()}: output.json is now {data[:120]!r}")
+            continue
+        moved = bucket.blob(run.prefix() + MOVED_MANIFEST)
+        moved.upload_from_string(data, content_type="application/json")
+        blob.delete(if_generation_match=blob.generation)
+        stats.moved_manifests.append(run.prefix())
 
 
 def repair(
-    stack: Any, plan: Plan, lease_seconds: int, storm_end: float, deadline: float
+    stack: Any,
+    plan: Plan,
+    lease_seconds: int,
+    quiet_seconds: float,
+    last_change: float,
+    storm_end: float,
+    deadline: float,
+    ledger: Ledger,
+    handler_env: dict[str, str],
+    whole_bucket: bool,
 ) -> RepairStats:
-    """Faults off, wait out the lease, reconcile once, replay the dead letters."""
+    """Faults off; move foreign manifests away; replay the dead letters; wait out the lease and
+    the quiet window; reconcile the open-run index, then every run; wait until idle."""
     started = time.monotonic()
     stats = RepairStats()
-    stack.bridge.suppress = None
-    stack.restart_handler(
-        {
-            "TALLY_CLAIM_LEASE_SECONDS": str(lease_seconds),
-            "TALLY_RECONCILE_MAX_RUNS": str(len(plan.runs) + 100),
-        }
+    stack.bridge.suppress = ledger.recorder  # records, never suppresses
+    stack.restart_handler(handler_env)
+    move_foreign_manifests(stack, plan, stats)
+    replay(stack, plan, stats, deadline, ledger)
+    quiet_until = max(
+        storm_end + lease_seconds + 1.0,
+        time.monotonic() + max(0.0, last_change + quiet_seconds + 1.0 - time.time()),
     )
-    time.sleep(max(0.0, storm_end + lease_seconds + 1.0 - time.monotonic()))
-    reconcile(stack, plan, stats, deadline)
-    replay(stack, plan, stats, deadline)
+    stats.waited_quiet = max(0.0, quiet_until - time.monotonic())
+    time.sleep(stats.waited_quiet)
+    reconcile(stack, plan, stats, deadline, ledger, whole_bucket)
+    wait_idle(stack, deadline, streak_seconds=2.0)
+    stats.left_after_replay = len(drain_dead_letters(stack, plan, lambda _m: None, deadline))
     stats.seconds = time.monotonic() - started
     return stats

@@ -4,6 +4,7 @@ docs/readme-reliability.md (the summary the README carries)."""
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,20 +20,45 @@ FIGURE_TEXT = {
     "complete_without_announcement": (
         "runs complete (or failed) in the bucket without an announcement"
     ),
-    "incomplete_announced": "runs incomplete in the bucket but announced",
-    "announced_more_than_once": (
-        "runs announced more than once by idempotency key (or with differing content under one key)"
+    "incomplete_announced": "runs never complete in the bucket but announced",
+    "contents_per_key": (
+        "idempotency keys with more than one content (distinct bodies or attributes over every"
+        " completion message)"
     ),
-    "manifest_disagrees": "announcements (or output.json) whose manifest disagrees with the bucket",
+    "more_revisions_than_changes": (
+        "runs with more revisions than changes after completion (no change: exactly 1 key)"
+    ),
+    "revision_without_change": (
+        "announcements after a manifest deletion or edit: a revision announcing the outputs the"
+        " previous one did"
+    ),
+    "manifest_disagrees": (
+        "runs whose latest revision disagrees with the bucket (or a revision names a generation"
+        " never written, a wrong key, attributes or supersedes)"
+    ),
+    "stale_manifest": (
+        "output.json naming a generation that no longer exists, or not the latest revision"
+    ),
+    "announcing_after_repair": "runs ANNOUNCING (record claimed) after the repair",
+    "changed_after_repair": "runs CHANGED (record published, the bucket differs) after the repair",
+    "blocked_after_repair": "runs BLOCKED (a foreign output.json left) after the repair",
+    "foreign_manifest_overwritten": "foreign output.json objects tally overwrote or removed",
+    "lost_by_platform": "messages published but neither delivered nor dead-lettered",
     "acked_missing_from_log": "deliveries acknowledged but missing from the event log",
-    "stuck_claimed": "runs stuck `claimed`",
     "malformed_not_rejected": "malformed messages not logged `rejected`",
     "bucket_differs_from_plan": "runs whose bucket state differs from the plan (harness check)",
     "raw_duplicate_announcements": "raw duplicate completion messages (same key, same content)",
+    "runs_with_revisions": "runs announced in more than one revision",
+    "revisions_after_the_first": "revisions after the first (new keys)",
     "dead_lettered_during_storm": "messages dead-lettered during the storm (then replayed)",
     "dead_letters_left_after_replay": "messages left in the dead-letter subscription after replay",
     "announced_without_runs_row": "announced runs without a row in the runs table",
 }
+
+# Runs recorded before the platform said how it served and retried (issue 13) had this one.
+HISTORIC_PLATFORM = (
+    "1 handler instance (never restarted), push retries 5 attempts with backoff 0.05 s to 1 s"
+)
 
 
 @dataclass
@@ -67,8 +93,14 @@ def console_lines(result: ChaosResult) -> list[str]:
         f" ({i['registry_503']} requests refused), BigQuery windows {i['bigquery_windows']}"
         f" ({i['bigquery_503']} inserts refused), {i['duplicate_publishes']} duplicates,"
         f" {i['suppressed_messages']} suppressed, {i['malformed_messages']} malformed",
+        f"  real faults: kills {i['kills']} ({i['processes_killed']} processes; at a"
+        f" completion the record was {i['kills_at_publish_records']}), pre-completion deletes"
+        f" {i['pre_deletes']}, after completion {i['post_done']}"
+        f" ({i['post_after_announcement']} after the announcement was seen),"
+        f" foreign manifests {i['foreign_manifests']}, long outages {i['long_outages']},"
+        f" late registrations {len(i['late_registrations'])} ({i['late_version_runs']} runs)",
         f"  deliveries: {i['delivery_attempts']} attempts {i['attempt_statuses']},"
-        f" {i['dead_lettered']} dead-lettered",
+        f" {i['dead_lettered']} dead-lettered; platform: {result.platform}",
         *figure_lines(result),
     ]
     if result.histories:
@@ -137,6 +169,59 @@ def injected_rows(result: ChaosResult) -> list[tuple[str, Any]]:
         ("malformed messages", i["malformed_messages"]),
         ("delivery attempts", f"{i['delivery_attempts']} (HTTP {fmt(i['attempt_statuses'])})"),
         ("acknowledged / dead-lettered", f"{i['acknowledged']} / {i['dead_lettered']}"),
+        *real_fault_rows(result),
+    ]
+
+
+def _long(i: dict[str, Any], target: str) -> str:
+    found = i["long_outages"].get(target)
+    planned = i["long_outages_planned"].get(target, 0)
+    if not found:
+        return f"{planned} planned, none carried out"
+    extra = (
+        f"{found['dead_lettered_meanwhile']} messages dead-lettered meanwhile"
+        if target == "bigquery"
+        else f"the triggering notification dead-lettered in {found['trigger_dead_lettered']}"
+    )
+    return f"{found['count']} of {planned}, lasting {found['seconds']} s; {extra}"
+
+
+def real_fault_rows(result: ChaosResult) -> list[tuple[str, Any]]:
+    i = result.injections
+    planned, done = i["post_planned"], i["post_done"]
+    answers = [f"{r['status']} {r['reconcile']}" for r in i["late_registrations"]]
+    skipped = f"; not carried out: {'; '.join(i['post_skipped'][:5])}" if i["post_skipped"] else ""
+    return [
+        (
+            "SIGKILL of handler instances (process group)",
+            f"{fmt(i['kills'])} ({i['processes_killed']} processes; planned"
+            f" {fmt(i['kills_planned'])})",
+        ),
+        (
+            "kills as a completion appeared: the run's record 0.5 s later",
+            f"{fmt(i['kills_at_publish_records'])} (claimed: the kill landed between publish and"
+            " mark, or before the claimant finished)",
+        ),
+        (
+            "outputs deleted and written again before completion",
+            f"{i['pre_deletes']} of {i['pre_deletes_planned']} planned",
+        ),
+        *[
+            (f"after completion: {kind}", f"{done[kind]} of {planned[kind]} planned")
+            for kind in planned
+        ],
+        (
+            "changes after completion made once the announcement was seen",
+            f"{i['post_after_announcement']} (the others raced the announcement){skipped}",
+        ),
+        ("foreign output.json written (moved away in the repair)", i["foreign_manifests"]),
+        ("BigQuery outages longer than the retry span", _long(i, "bigquery")),
+        ("registry outages longer than the retry span", _long(i, "registry")),
+        (
+            "versions registered after their outputs landed",
+            f"{len(i['late_registrations'])} ({i['late_version_runs']} runs), registry answered"
+            f" {fmt(dict(Counter(answers)))}",
+        ),
     ]
 
 
@@ -209,9 +294,9 @@ def markdown(result: ChaosResult, extras: Extras) -> str:
         "",
         "## The platform",
         "",
-        "The local platform of `devstack/` (`Stack(concurrency=16, max_attempts=5)`), as `make",
-        "run` starts it (its BigQuery emulator without per-insert time-travel snapshots: see",
-        "`devstack/bq.py`).",
+        "The local platform of `devstack/` (`Stack(concurrency=16)`), as `make run` starts it",
+        "(its BigQuery emulator without per-insert time-travel snapshots: see `devstack/bq.py`).",
+        f"Measured with {result.injections.get('platform', HISTORIC_PLATFORM)}.",
         "",
         "## What was injected",
         "",
@@ -222,8 +307,8 @@ def markdown(result: ChaosResult, extras: Extras) -> str:
         "written once its other writes are done. A BigQuery window opens at a seeded offset",
         "after its wave starts; a registry window opens as the bridge delivers the first",
         "notification of a new workflow version (the handler caches specs: only a version's",
-        "first deliveries need the registry). The bridge keeps Pub/Sub's production settings:",
-        "5 delivery attempts, backoff 0.05 s to 1 s, then the dead-letter topic.",
+        "first deliveries need the registry). After its last attempt the bridge sends a",
+        "message to the dead-letter topic.",
         "",
         "After the storm: the handler restarts without faults; after the claim lease"
         f" ({c.lease_seconds:g} s) reconciliation runs once (one request per workflow), then the",
