@@ -10,7 +10,7 @@ from tally_handler.announce import OPEN_INDEX, Action, next_action
 from tally_handler.manifest import Claim, ClaimStatus, Record
 from tally_handler.outcomes import Outcome, RunState
 
-from tests.unit.world import BUCKET, LEASE, OPTIONAL, QUIET, REQUIRED, World, outcome
+from tests.unit.world import BUCKET, LEASE, OPTIONAL, QUIET, REQUIRED, World, config, outcome
 
 
 def complete_run(world: World, run_id: str = "r1") -> list:
@@ -251,3 +251,21 @@ def test_a_run_announced_before_revisions_is_adopted_never_announced_again() -> 
     world.clock.advance(QUIET + 1)
     world.reconcile()
     assert [m[1]["revision"] for m in world.messages("r1")] == ["2"]
+
+
+def test_failure_8_a_spec_requiring_a_reserved_name_is_blocked_not_retried() -> None:
+    """Issue 12 #8: with TALLY_MANIFEST_NAME=result.json, a spec requiring result.json can never
+    complete: every delivery is acknowledged and logged BLOCKED, never answered 503."""
+    from tally_handler.spec import Spec
+
+    spec = Spec.from_json(
+        {
+            "workflow": "wf",
+            "version": "1",
+            "expected_outputs": [{"path": "result.json"}, {"path": "a"}],
+        }
+    )
+    world = World(cfg=config(TALLY_MANIFEST_NAME="result.json"), spec=spec)
+    result = world.deliver(world.write("r1", "a"))
+    assert outcome(result) is Outcome.BLOCKED and result.outcome.acknowledged  # type: ignore[union-attr]
+    assert "result.json" in result.detail and "new version" in result.detail  # type: ignore[union-attr]

@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally_handler.announce import Announcer
+from tally_handler.completeness import Entry, ListRequest
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification, Reconcile, Source, rfc3339
 from tally_handler.handler import Handler, PresenceCache
+from tally_handler.layout import TALLY_FOLDER
 from tally_handler.manifest import RECORD_NAME, Record
 from tally_handler.memory import MemoryEventLog, MemoryPublisher, MemoryStorage
 from tally_handler.outcomes import Outcome, Result
@@ -75,11 +77,16 @@ class Clock:
 
 
 class CrashingStorage(MemoryStorage):
-    """Storage that can crash the process after a given number of further operations."""
+    """Storage that can crash the process after a given number of further operations (before an
+    operation, or right after a write took effect), and that notifies every change as Cloud
+    Storage does (``on_change``), tally's own writes included."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__(clock)
         self.crash_in: int | None = None
+        self.on_change: Callable[[str, str, int, EventType, int | None], None] = (
+            lambda bucket, name, generation, event, overwritten_by: None
+        )
 
     def tick(self) -> None:
         if self.crash_in is not None:
@@ -100,13 +107,24 @@ class CrashingStorage(MemoryStorage):
         self.tick()
         return super().list_page(*args, **kwargs)
 
-    def write(self, *args: Any, **kwargs: Any) -> int:
+    def write(self, bucket: str, name: str, *args: Any, **kwargs: Any) -> int:
         self.tick()
-        return super().write(*args, **kwargs)
+        old = self.objects.get((bucket, name))
+        generation = super().write(bucket, name, *args, **kwargs)
+        if old is not None:
+            self.on_change(bucket, name, old.generation, EventType.OBJECT_DELETE, generation)
+        self.on_change(bucket, name, generation, EventType.OBJECT_FINALIZE, None)
+        self.tick()
+        return generation
 
-    def delete(self, *args: Any, **kwargs: Any) -> bool:
+    def delete(self, bucket: str, name: str, *args: Any, **kwargs: Any) -> bool:
         self.tick()
-        return super().delete(*args, **kwargs)
+        old = self.objects.get((bucket, name))
+        deleted = super().delete(bucket, name, *args, **kwargs)
+        if deleted and old is not None:
+            self.on_change(bucket, name, old.generation, EventType.OBJECT_DELETE, None)
+        self.tick()
+        return deleted
 
 
 class CrashingPublisher(MemoryPublisher):
@@ -136,6 +154,7 @@ class World:
     clock: Clock = field(default_factory=Clock)
     cfg: Config = field(default_factory=config)
     instances: int = 2
+    spec: Spec = SPEC
 
     def __post_init__(self) -> None:
         self.storage = CrashingStorage(self.clock)
@@ -143,7 +162,15 @@ class World:
         self.event_log = CrashingEventLog(self.storage)
         self.handlers = [self.new_instance() for _ in range(self.instances)]
         self.sequence = 0
-        self.deletions: list[str] = []  # manifests deleted by "users", for the checker
+        self.pending: list[Delivery] = []  # every notification Storage sent, not yet acknowledged
+        self.storage.on_change = self._notify
+
+    def _notify(
+        self, bucket: str, name: str, generation: int, event: EventType, overwritten_by: int | None
+    ) -> None:
+        stored = self.storage.get(bucket, name)
+        md5 = stored.md5 if stored is not None and event is EventType.OBJECT_FINALIZE else None
+        self.pending.append(self.message(name, generation, event, overwritten_by, md5))
 
     def new_instance(self) -> Handler:
         announcer = Announcer(
@@ -152,7 +179,7 @@ class World:
         return Handler(
             self.cfg,
             self.storage,
-            lambda w, v: SPEC,
+            lambda w, v: self.spec,
             announcer,
             self.clock,
             PresenceCache(100),
@@ -171,27 +198,21 @@ class World:
 
     # -- the bucket, as workflows and users change it ----------------------------------------
     def write(self, run_id: str, path: str, data: bytes = b"x") -> Delivery:
-        """Write an object; return the finalize notification's message (and, for an overwrite,
-        Storage also sends a delete of the old generation, returned by ``overwrite_deliveries``)."""
+        """Write an object; return its finalize notification (an overwrite's delete of the old
+        generation, which Storage also sends, is ``last_overwritten``). Both are also queued in
+        ``pending``, as every notification is."""
         name = self.run_prefix(run_id) + path
-        old = self.storage.get(BUCKET, name)
-        generation = self.storage.put(BUCKET, name, data)
-        self.last_overwritten = None
-        if old is not None:
-            self.last_overwritten = self.message(
-                name, old.generation, EventType.OBJECT_DELETE, overwritten_by=generation
-            )
-        stored = self.storage.get(BUCKET, name)
-        assert stored is not None
-        return self.message(name, generation, EventType.OBJECT_FINALIZE, md5=stored.md5)
+        before = len(self.pending)
+        self.storage.put(BUCKET, name, data)
+        sent = self.pending[before:]
+        self.last_overwritten = sent[0] if len(sent) == 2 else None
+        return sent[-1]
 
     def delete(self, run_id: str, path: str) -> Delivery | None:
-        name = self.run_prefix(run_id) + path
-        old = self.storage.get(BUCKET, name)
-        if old is None:
+        before = len(self.pending)
+        if not self.storage.remove(BUCKET, self.run_prefix(run_id) + path):
             return None
-        self.storage.remove(BUCKET, name)
-        return self.message(name, old.generation, EventType.OBJECT_DELETE)
+        return self.pending[before]
 
     def message(
         self,
@@ -263,6 +284,22 @@ class World:
         found = self.storage.get(BUCKET, self.run_prefix(run_id) + RECORD_NAME)
         return None if found is None else Record.from_bytes(found.data)
 
+    def entries(self, run_id: str) -> list[Entry]:
+        """The run folder as one listing (tally's own _tally/ objects left out)."""
+        entries: list[Entry] = []
+        token = None
+        while True:
+            page, token = MemoryStorage.list_page(
+                self.storage,
+                BUCKET,
+                self.run_prefix(run_id),
+                ListRequest(None, None, 1000, token),
+                StorageOps(),
+            )
+            entries.extend(page)
+            if not token:
+                return [e for e in entries if not e.path.startswith(TALLY_FOLDER)]
+
     def manifest(self, run_id: str) -> dict[str, Any] | None:
         found = self.storage.get(BUCKET, self.run_prefix(run_id) + self.cfg.manifest_name)
         return None if found is None else json.loads(found.data)
@@ -283,7 +320,7 @@ class World:
             for (bucket, name), stored in self.storage.objects.items()
             if bucket == BUCKET
             and name.startswith(prefix)
-            and SPEC.expects(name[len(prefix) :]) is not None
+            and self.spec.expects(name[len(prefix) :]) is not None
         }
 
 

@@ -97,6 +97,10 @@ class Failed:
 Result = Complete | Incomplete | Failed
 
 
+class UnsatisfiableSpec(ValueError):
+    """The spec requires a name tally reserves: no run of it can ever complete."""
+
+
 class ListingOrderError(ValueError):
     """Entries arrived out of order: the walk's "missing" proofs would be wrong."""
 
@@ -106,6 +110,18 @@ def affects_completeness(spec: Spec, path: str) -> bool:
     can): deliveries of other objects need no scan."""
     expected = spec.expects(path)
     return expected is not None and expected.required
+
+
+def check_satisfiable(spec: Spec, manifest_name: str, failure_marker: str) -> None:
+    """Raise UnsatisfiableSpec when the spec requires a name tally reserves (O(log N))."""
+    reserved = _reserved_required_path(spec.required_paths, manifest_name, failure_marker)
+    if reserved is not None:
+        raise UnsatisfiableSpec(
+            f"spec {spec.workflow}/{spec.version} requires {reserved!r}, a name tally "
+            "reserves (manifest, failure marker or _tally/): no run of it can complete;"
+            " register a new version that renames that output (the registry refuses such"
+            " specs when it shares the handler's TALLY_MANIFEST_NAME and TALLY_FAILURE_MARKER)"
+        )
 
 
 def _reserved_required_path(
@@ -153,12 +169,7 @@ class Scan:
         self.failure_marker = failure_marker
         self.exhaustive = exhaustive or start_path == failure_marker
         self._required = spec.required_paths
-        reserved = _reserved_required_path(self._required, manifest_name, failure_marker)
-        if reserved is not None:
-            raise ValueError(
-                f"spec {spec.workflow}/{spec.version} requires {reserved!r}, a name tally "
-                "reserves (manifest, failure marker or _tally/): rename that output in the spec"
-            )
+        check_satisfiable(spec, manifest_name, failure_marker)
         split = bisect_left(self._required, start_path)
         self._phases = [_Phase(start_path or None, None, split, len(self._required))]
         if start_path:

@@ -27,7 +27,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tally_handler.announce import Actor, Announcer, Change, Known, run_prefix_of_index
-from tally_handler.completeness import Complete, Failed, Incomplete, Scan, affects_completeness
+from tally_handler.completeness import (
+    Complete,
+    Failed,
+    Incomplete,
+    Scan,
+    UnsatisfiableSpec,
+    affects_completeness,
+    check_satisfiable,
+)
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
 from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
@@ -131,7 +139,10 @@ class Handler:
                 " there, or set TALLY_LAYOUT",
             )
         run = self.layout.run_key(n.bucket, run_output)
-        result = self._notification(delivery, n, run_output, run, ops)
+        try:
+            result = self._notification(delivery, n, run_output, run, ops)
+        except UnsatisfiableSpec as exc:  # permanent: acknowledged and logged, never retried
+            result = Result(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
         result.run_output = run_output
         result.run_key = result.run_key or run
         return result
@@ -151,6 +162,7 @@ class Handler:
             return Result(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
         except RegistryUnavailable as exc:
             return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+        check_satisfiable(spec, self.config.manifest_name, self.config.failure_marker)
         expected = spec.expects(output.path) if kind is OutputKind.OUTPUT else None
         if kind is OutputKind.OUTPUT and expected is None:
             return Result(
