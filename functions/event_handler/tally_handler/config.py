@@ -61,7 +61,7 @@ class Config:
     reconcile_max_runs: int
     object_events_topic: str | None
     presence_cache_runs: int
-    revision_quiet_seconds: int
+    revision_quiet_seconds: float
     faults: Faults
 
     @classmethod
@@ -143,6 +143,16 @@ def _count(value: str) -> int:
     return int(value)
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("give a number of seconds, e.g. 30 or 0.5 (0 turns it off)") from None
+    if not 0 <= number <= 86400:
+        raise ValueError("give a number of seconds between 0 and 86400")
+    return number
+
+
 def _layout(value: str) -> Layout:
     return Layout.parse(value)
 
@@ -191,6 +201,6 @@ SETTINGS: tuple[_Setting, ...] = (
         "",
     ),
     _Setting(PRESENCE_CACHE_RUNS, "presence_cache_runs", "runs", _count, "1000"),
-    _Setting(REVISION_QUIET_SECONDS, "revision_quiet_seconds", "seconds", _count, "30"),
+    _Setting(REVISION_QUIET_SECONDS, "revision_quiet_seconds", "seconds", _seconds, "30"),
     _Setting(FAULTS, "faults", "the fault injection setting", Faults.parse, ""),
 )
