@@ -1,9 +1,16 @@
 """Child processes of the local platform: started in their own process group, logged to a file,
-health-checked with a deadline, and always stopped (SIGTERM, then SIGKILL)."""
+health-checked with a deadline, and always stopped (SIGTERM, then SIGKILL).
+
+No Python runs between fork and exec (no `preexec_fn`): with one, subprocess calls fork() instead
+of vfork(), so gRPC's fork handlers run in the child and restart its poller thread there, which
+killed about 1 in 50 children with SIGABRT ("epoll_wait error: Bad file descriptor") whenever the
+parent had live gRPC clients. `setpriv --pdeathsig` (util-linux) sets the parent-death signal in
+the child instead, then execs the program.
+"""
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import os
 import signal
 import socket
@@ -26,10 +33,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if the platform's process dies without cleaning up, its children follow.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)
+# If the platform's process dies without cleaning up, its children follow (PR_SET_PDEATHSIG; it
+# fires when the *thread* that started the child ends, so long-lived threads start children).
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
 
 
 class ManagedProcess:
@@ -40,13 +46,16 @@ class ManagedProcess:
         log_dir: Path,
         env: dict[str, str],
         cwd: Path | None = None,
+        log_name: str | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.log_path = log_dir / f"{name}.log"
+        # Several processes may share one log (a function's instances, as Cloud Logging shows them).
+        self.log_path = log_dir / f"{log_name or name}.log"
         self.env = env
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
 
     def start(self, stdout_pipe: bool = False) -> None:
         if not Path(self.argv[0]).exists() and "/" in self.argv[0]:
@@ -56,14 +65,13 @@ class ManagedProcess:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*DIE_WITH_PARENT, *self.argv],
                 stdout=subprocess.PIPE if stdout_pipe else log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (started from the main thread)
             )
         except OSError as exc:
             raise StackError(f"{self.name} could not start ({exc}); see {self.log_path}") from exc
@@ -110,17 +118,22 @@ class ManagedProcess:
         raise self.failure(f"was not ready within {timeout:.0f} s")
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self._stopped:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        self._stopped = True  # once: long after, the group id could belong to another process
+        if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(grace)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+        # A leader that died (or was killed alone) may leave members of its group behind, such as
+        # gunicorn's worker. The group id stays reserved while a member lives, so this reaches
+        # only what this process started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
