@@ -8,29 +8,55 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := .build
 PSTEST := $(BUILD)/pstest
-APT_PACKAGES := golang-go golang-google-cloud-dev
+# Debian's source of the Pub/Sub fake, copied into a GOPATH of our own (searched first) and
+# patched there; its internal/testutil comes along, since Go lets only the same tree import it.
+GOCODE := /usr/share/gocode/src/cloud.google.com/go
+PSTEST_GOPATH := $(BUILD)/gopath
+PSTEST_TREE := $(PSTEST_GOPATH)/src/cloud.google.com/go
+APT_PACKAGES := golang-go golang-google-cloud-dev patch
+LOAD_PACKAGES := stress-ng
+# make test-under-load: the CPU hog beside the suite (workers, one per core here)
+LOAD_CPUS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run demo test lint fmt unit bench bench-quick chaos fuzz docs clean
+.PHONY: help install run demo test test-under-load lint fmt unit bench bench-quick chaos fuzz docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed $(PSTEST)  ## install everything the platform and tests need
 
-$(BUILD)/.apt:
-	@mkdir -p $(BUILD)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# $(call apt_install,PACKAGES): install the Debian packages that are missing
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+$(BUILD)/.apt: Makefile
+	@mkdir -p $(BUILD)
+	$(call apt_install,$(APT_PACKAGES))
 	@touch $@
 
-$(PSTEST): devstack/pstest/main.go $(BUILD)/.apt
-	@echo "building the Pub/Sub emulator (pstest) from Debian's golang-google-cloud-dev"
-	cd devstack/pstest && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/$(BUILD)/gocache \
-	  go build -o $(CURDIR)/$(PSTEST) main.go
+$(BUILD)/.apt-load: Makefile
+	@mkdir -p $(BUILD)
+	$(call apt_install,$(LOAD_PACKAGES))
+	@touch $@
+
+# A fresh copy of Debian's source each time the patch changes, so applying it is idempotent.
+$(PSTEST_TREE)/.patched: devstack/pstest/pstest.patch $(BUILD)/.apt
+	rm -rf $(PSTEST_TREE) && mkdir -p $(PSTEST_TREE)/pubsub $(PSTEST_TREE)/internal
+	cp -r $(GOCODE)/pubsub/pstest $(PSTEST_TREE)/pubsub/
+	cp -r $(GOCODE)/internal/testutil $(PSTEST_TREE)/internal/
+	patch --quiet --forward -p1 -d $(PSTEST_TREE)/pubsub/pstest < devstack/pstest/pstest.patch
+	@touch $@
+
+$(PSTEST): devstack/pstest/main.go $(PSTEST_TREE)/.patched
+	@echo "building the Pub/Sub emulator (pstest) from Debian's golang-google-cloud-dev, patched"
+	cd devstack/pstest && GO111MODULE=off GOPATH=$(CURDIR)/$(PSTEST_GOPATH):/usr/share/gocode \
+	  GOCACHE=$(CURDIR)/$(BUILD)/gocache go build -o $(CURDIR)/$(PSTEST) main.go
 
 $(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -54,6 +80,12 @@ fmt: $(VENV)/.installed  ## format and fix what ruff can
 	$(VENV)/bin/ruff check --fix .
 
 test: install lint  ## lint, then the whole pytest suite (unit, integration, terraform)
+	$(PY) -m pytest
+
+test-under-load: install lint $(BUILD)/.apt-load  ## make test's suite beside `stress-ng --cpu $(LOAD_CPUS)`
+	@stress-ng --cpu $(LOAD_CPUS) --timeout 3h --quiet & hog=$$!; \
+	trap 'kill $$hog 2>/dev/null; wait $$hog 2>/dev/null' EXIT; \
+	echo "stress-ng --cpu $(LOAD_CPUS) running (pid $$hog)"; \
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed  ## the tests that need no server
