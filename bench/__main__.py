@@ -96,6 +96,7 @@ def run_end_to_end(
             "tally_no_cache": plan.tally_no_cache,
             "tally_large": plan.tally_large,
         },
+        "platform": stack.describe(),
         "how": (
             f"one local platform (fake-gcs-server, pstest, functions-framework; the handler's "
             f"event log {'in bqemulator' if sink is None else 'streamed to bench/bqsink.py'}); the "
@@ -120,7 +121,7 @@ def run_end_to_end(
 def process_memory_mb(stack: Any) -> dict[str, float]:
     """Resident memory of the platform's processes (the emulators grow with what they hold)."""
     sizes: dict[str, float] = {}
-    for name, proc in getattr(stack, "_processes", {}).items():
+    for name, proc in stack.processes().items():
         pid = getattr(getattr(proc, "proc", None), "pid", None)
         try:
             status = Path(f"/proc/{pid}/status").read_text()

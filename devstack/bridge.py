@@ -7,8 +7,15 @@ from a subscription and POSTs the exact push envelope to the function:
      "subscription": "projects/p/subscriptions/s", "deliveryAttempt": n}
 
 A 2xx response acknowledges the message. Anything else (or no answer) is redelivered after an
-exponential backoff between `min_backoff` and `max_backoff` seconds; after `max_attempts` attempts
-the message is published, with its attributes, to the dead-letter topic and acknowledged.
+exponential backoff between `min_backoff` and `max_backoff` seconds (doubling from the minimum);
+after `max_attempts` attempts the message is published, with its attributes, to the dead-letter
+topic and acknowledged.
+
+The local platform takes these from the subscription's retry policy (`RetryPolicy`, the defaults
+of terraform/variables.tf's `event_subscription`: 10 s to 600 s, 5 attempts) with every duration
+multiplied by one time factor (`TIME_FACTOR`, 0.01: 0.1 s to 6 s), so that a test waits seconds
+where Pub/Sub waits minutes while the number of attempts, and so what a handler restart costs in
+redeliveries rather than dead letters, stays as in the cloud. Factor 1 is the production timing.
 """
 
 from __future__ import annotations
@@ -21,12 +28,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import requests
 
 log = logging.getLogger("devstack.bridge")
+
+
+# Every duration of the push subscription's retry policy is multiplied by this on the local
+# platform (TALLY_DEVSTACK_TIME_FACTOR overrides it; 1 is production timing).
+TIME_FACTOR = 0.01
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A push subscription's retry and dead-letter policy, in seconds (terraform's defaults)."""
+
+    min_backoff: float = 10.0
+    max_backoff: float = 600.0
+    max_attempts: int = 5
+
+    def scaled(self, factor: float) -> RetryPolicy:
+        return replace(
+            self, min_backoff=self.min_backoff * factor, max_backoff=self.max_backoff * factor
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +104,7 @@ class PushBridge:
         max_backoff: float = 2.0,
         concurrency: int = 8,
         timeout: float = 60.0,
+        transport: Callable[[bytes, dict[str, str], float], int] | None = None,
     ) -> None:
         self.subscriber = subscriber
         self.publisher = publisher
@@ -89,6 +116,9 @@ class PushBridge:
         self.max_backoff = max_backoff
         self.concurrency = concurrency
         self.timeout = timeout
+        # POSTs a body to the endpoint and returns the HTTP status (the local platform routes each
+        # delivery to one of the handler's instances); by default a plain POST to `endpoint`.
+        self.transport = transport or self._post
         self.stats = BridgeStats()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -181,6 +211,13 @@ class PushBridge:
             session = self._local.session = requests.Session()
         return session
 
+    def _post(self, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        try:
+            resp = self._session().post(self.endpoint, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException:
+            return 0  # no answer
+        return resp.status_code
+
     def _deliver(self, held: _Held) -> None:
         try:
             if self.suppress is not None and self.suppress(held.message):
@@ -190,16 +227,11 @@ class PushBridge:
                 return
             held.attempt += 1
             envelope = push_envelope(held.message, self.subscription, held.attempt)
-            try:
-                resp = self._session().post(
-                    self.endpoint,
-                    data=json.dumps(envelope),
-                    headers={"Content-Type": "application/json", "User-Agent": "APIs-Google"},
-                    timeout=self.timeout,
-                )
-                status = resp.status_code
-            except requests.RequestException:
-                status = 0
+            status = self.transport(
+                json.dumps(envelope).encode(),
+                {"Content-Type": "application/json", "User-Agent": "APIs-Google"},
+                self.timeout,
+            )
             msg_id = held.message.message_id
             with self._lock:
                 self.stats.attempts.append(Attempt(msg_id, held.attempt, status, time.time()))

@@ -5,8 +5,10 @@ Components (each a real implementation, each on a free port):
   pubsub     pstest, Google's in-memory Pub/Sub server (built by the Makefile)
   bigquery   bqemulator (DuckDB)
   registry   functions/registry served by functions-framework
-  handler    functions/event_handler served by functions-framework
-  bridge     the push bridge: push subscription semantics, retry, dead-letter
+  handler    functions/event_handler served by functions-framework: K instances (processes)
+             behind one URL, replaced by a supervisor when they die (devstack.instances)
+  bridge     the push bridge: push subscription semantics, retry with the subscription's backoff
+             scaled by a time factor, dead-letter (devstack.bridge)
 and three taps (HTTP proxies) in front of Storage, the registry and BigQuery as the event handler
 sees them, which count requests and can simulate outages.
 """
@@ -27,7 +29,8 @@ from typing import Any
 import requests
 
 from devstack import resources
-from devstack.bridge import PushBridge
+from devstack.bridge import TIME_FACTOR, PushBridge, RetryPolicy
+from devstack.instances import HandlerInstances, Router
 from devstack.processes import (
     STACK_ID_VAR,
     ManagedProcess,
@@ -165,9 +168,11 @@ class Stack:
         state_dir: Path | None = None,
         names: Names | None = None,
         concurrency: int = 8,
-        max_attempts: int = 5,
-        min_backoff: float = 0.05,
-        max_backoff: float = 1.0,
+        max_attempts: int | None = None,
+        min_backoff: float | None = None,
+        max_backoff: float | None = None,
+        instances: int | None = None,
+        time_factor: float | None = None,
         handler_env: dict[str, str] | None = None,
         environ: dict[str, str] | None = None,
         pstest_binary: Path = PSTEST,
@@ -179,14 +184,20 @@ class Stack:
         self.state_dir = state_dir or ROOT / ".devstack"
         self.log_dir = self.state_dir / "logs"
         self.concurrency = concurrency
-        self.max_attempts = max_attempts
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         self.handler_env = dict(handler_env or {})
         self.pstest_binary = pstest_binary
         self.export_env = export_env
         self.quiet = quiet
         environ = dict(os.environ if environ is None else environ)
+        # Handler instances (Cloud Run runs several) and the time factor of the retry policy.
+        self.instance_count = instances or int(environ.get("TALLY_DEVSTACK_INSTANCES") or 2)
+        if time_factor is None:
+            time_factor = float(environ.get("TALLY_DEVSTACK_TIME_FACTOR") or TIME_FACTOR)
+        self.time_factor = time_factor
+        policy = RetryPolicy().scaled(time_factor)
+        self.max_attempts = max_attempts or policy.max_attempts
+        self.min_backoff = policy.min_backoff if min_backoff is None else min_backoff
+        self.max_backoff = policy.max_backoff if max_backoff is None else max_backoff
         # Emulators the user already runs are honoured instead of started.
         self.external = {
             "storage": environ.get("STORAGE_EMULATOR_HOST"),
@@ -198,6 +209,8 @@ class Stack:
         self._clients: dict[str, Any] = {}
         self.tokens: TokenIssuer | None = None
         self.bridge: PushBridge | None = None
+        self.handler_instances: HandlerInstances | None = None
+        self._router: Router | None = None
         self.completions: CompletionCollector | None = None
         self.timings: dict[str, float] = {}
         self.storage_url = self.pubsub_host = self.bigquery_url = ""
@@ -330,6 +343,21 @@ class Stack:
     def leftover_processes(self) -> list[int]:
         return processes_with_stack_id(self.stack_id)
 
+    def processes(self) -> dict[str, ManagedProcess]:
+        """Every running component by name; the handler's instances as handler-0, handler-1, ..."""
+        found = dict(self._processes)
+        if self.handler_instances is not None:
+            found.update(self.handler_instances.processes())
+        return found
+
+    def describe(self) -> str:
+        """How this platform serves and retries (for reports: figures depend on it)."""
+        return (
+            f"{self.instance_count} handler instances, push retries {self.max_attempts} attempts"
+            f" with backoff {self.min_backoff:g} s to {self.max_backoff:g} s"
+            f" (Pub/Sub's policy x {self.time_factor:g})"
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Stack:
         return self.start()
@@ -353,10 +381,17 @@ class Stack:
         return env
 
     def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
-        # In the state folder: DuckDB (bqemulator) spills large queries into ./.tmp.
-        proc = ManagedProcess(name, argv, self.log_dir, self._child_env(env), cwd=self.state_dir)
+        proc = self._managed(name, argv, env)
         self._processes[name] = proc
         return proc
+
+    def _managed(
+        self, name: str, argv: list[str], env: dict[str, str], log_name: str | None = None
+    ) -> ManagedProcess:
+        # In the state folder: DuckDB (bqemulator) spills large queries into ./.tmp.
+        return ManagedProcess(
+            name, argv, self.log_dir, self._child_env(env), cwd=self.state_dir, log_name=log_name
+        )
 
     def start(self) -> Stack:
         started = time.monotonic()
@@ -428,13 +463,23 @@ class Stack:
         for tap in self._taps.values():
             tap.start()
 
-        registry_port, handler_port = free_port(), free_port()
+        registry_port = free_port()
         self.registry_url = f"http://127.0.0.1:{registry_port}"
-        self.handler_url = f"http://127.0.0.1:{handler_port}"
         self._taps["registry"] = Tap("registry", self.registry_url)
         self._taps["registry"].start()
-        self._start_function("registry", registry_port, self._registry_env())
-        self._start_function("handler", handler_port, self._handler_env())
+        registry_argv = self._function_argv("registry", registry_port)
+        self._process("registry", registry_argv, self._registry_env()).start()
+        self.handler_instances = HandlerInstances(
+            self.instance_count,
+            self._handler_instance,
+            self._handler_env(),
+            self.log_dir / "supervisor.log",
+            say=None if self.quiet else self._say,
+        )
+        self.handler_instances.start()
+        self._router = Router(self.handler_instances)
+        self._router.start()
+        self.handler_url = self._router.url
 
         if self.export_env:
             os.environ.update(
@@ -487,22 +532,22 @@ class Stack:
         env.update(self.handler_env)
         return env
 
-    def _start_function(self, name: str, port: int, env: dict[str, str]) -> None:
-        source = ROOT / "functions" / ("registry" if name == "registry" else "event_handler")
-        self._process(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--target=handle",
-                "--signature-type=http",
-                f"--source={source / 'main.py'}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            env,
-        ).start()
+    def _function_argv(self, function: str, port: int) -> list[str]:
+        source = ROOT / "functions" / ("registry" if function == "registry" else "event_handler")
+        return [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target=handle",
+            "--signature-type=http",
+            f"--source={source / 'main.py'}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ]
+
+    def _handler_instance(self, name: str, port: int, env: dict[str, str]) -> ManagedProcess:
+        # One log for every instance, as Cloud Logging shows a function's instances together.
+        return self._managed(name, self._function_argv("handler", port), env, log_name="handler")
 
     def _pubsub_address(self) -> tuple[str, int]:
         host, port = self.pubsub_host.rsplit(":", 1)
@@ -516,12 +561,18 @@ class Stack:
                 f"{self.bigquery_url}/bigquery/v2/projects/{self.names.project}/datasets"
             ),
             "registry": lambda: http_ok(f"{self.registry_url}/healthz"),
-            "handler": lambda: http_ok(f"{self.handler_url}/healthz"),
         }
         for name, proc in self._processes.items():
             t = time.monotonic()
             proc.wait_ready(probes[name], timeout=60)
             self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
+        assert self.handler_instances is not None
+        t = time.monotonic()
+        self.handler_instances.wait_ready(timeout=60)
+        self._say(
+            f"  handler   ready ({time.monotonic() - t:.1f} s), {self.instance_count} instances"
+            f"  log: {self.log_dir / 'handler.log'}"
+        )
         for name, url in (("storage", self.storage_url), ("bigquery", self.bigquery_url)):
             if self.external[name] and not http_ok(url):
                 raise StackError(
@@ -545,6 +596,7 @@ class Stack:
             min_backoff=self.min_backoff,
             max_backoff=self.max_backoff,
             concurrency=self.concurrency,
+            transport=self.handler_instances.post if self.handler_instances else None,
         )
         self.bridge.start()
         self.completions = CompletionCollector(
@@ -557,19 +609,23 @@ class Stack:
         deadline = time.monotonic() + 60
         while request not in self.bridge.stats.acked:
             if time.monotonic() > deadline:
-                raise self._processes["handler"].failure("did not process the start-up reconcile")
+                raise StackError(
+                    "handler did not process the start-up reconcile;"
+                    f" read {self.log_dir / 'handler.log'}"
+                )
             time.sleep(0.02)
 
     def restart_handler(self, env: dict[str, str] | None = None) -> None:
-        """Restart the event handler with extra environment (e.g. TALLY_FAULTS); None resets."""
+        """Redeploy the event handler with extra environment (e.g. TALLY_FAULTS); None resets.
+
+        As a Cloud Run deployment: new instances start, requests move to them once they answer,
+        the old ones stop after their requests finish; none is refused meanwhile."""
+        assert self.handler_instances is not None, "start the stack first"
         self.handler_env = dict(env or {})
-        self._processes["handler"].stop()
-        port = int(self.handler_url.rsplit(":", 1)[1])
-        self._start_function("handler", port, self._handler_env())
-        self._processes["handler"].wait_ready(lambda: http_ok(f"{self.handler_url}/healthz"), 60)
+        self.handler_instances.restart(self._handler_env())
 
     def stop(self) -> None:
-        for part in (self.bridge, self.completions):
+        for part in (self.bridge, self.completions, self._router, self.handler_instances):
             if part is not None:
                 part.stop()
         for proc in reversed(self._processes.values()):
@@ -579,6 +635,7 @@ class Stack:
         if self.tokens is not None:
             self.tokens.stop()
         self.bridge = self.completions = self.tokens = None
+        self._router = self.handler_instances = None
         self._taps = {}
         self._clients.clear()
 
