@@ -269,3 +269,30 @@ def test_failure_8_a_spec_requiring_a_reserved_name_is_blocked_not_retried() -> 
     result = world.deliver(world.write("r1", "a"))
     assert outcome(result) is Outcome.BLOCKED and result.outcome.acknowledged  # type: ignore[union-attr]
     assert "result.json" in result.detail and "new version" in result.detail  # type: ignore[union-attr]
+
+
+def test_tallys_own_manifest_write_is_ignored_even_without_an_md5() -> None:
+    """Payload format NONE carries no md5Hash: tally must not take its own write for an edit
+    (restoring it would write again, and loop)."""
+    from dataclasses import replace
+
+    world = World()
+    complete_run(world)
+    stored = world.storage.get(BUCKET, "wf/1/r1/output.json")
+    own = world.message("wf/1/r1/output.json", stored.generation, world_event("finalize"))  # type: ignore[union-attr]
+    own = replace(own, notification=replace(own.notification, md5=None))  # type: ignore[arg-type]
+    assert outcome(world.deliver(own)) is Outcome.IGNORED
+    assert world.storage.get(BUCKET, "wf/1/r1/output.json").generation == stored.generation  # type: ignore[union-attr]
+
+
+def test_a_deleted_record_is_rebuilt_from_output_json_never_announced_again() -> None:
+    world = World()
+    complete_run(world)
+    world.storage.remove(BUCKET, "wf/1/r1/_tally/announcement.json")
+    world.restart(0)
+    stored = world.storage.get(BUCKET, "wf/1/r1/b.txt")
+    late = world.message("wf/1/r1/b.txt", stored.generation, world_event("finalize"))  # type: ignore[union-attr]
+    assert outcome(world.deliver(late)) is Outcome.AFTER_COMPLETION
+    assert len(world.publisher.messages) == 1
+    record = world.record("r1")
+    assert record is not None and record.status is ClaimStatus.PUBLISHED

@@ -373,7 +373,7 @@ class Announcer:
                 revision=record.revision,
                 run_state=RunState.ANNOUNCING,
             )
-        if not deleted and md5 == record.manifest_md5():
+        if not deleted and self._is_tallys_copy(run, record, md5, ops):
             return Result(
                 Outcome.IGNORED,
                 "tally's own manifest",
@@ -381,6 +381,16 @@ class Announcer:
                 revision=record.revision,
             )
         return self.restore(run, record, None if deleted else generation, ops)
+
+    def _is_tallys_copy(
+        self, run: RunKey, record: Record, md5: str | None, ops: StorageOps
+    ) -> bool:
+        """Whether output.json holds the record's bytes: by the notification's MD5, or (payload
+        format NONE carries none) by reading it, so tally's own writes never loop."""
+        if md5 is not None:
+            return md5 == record.manifest_md5()
+        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
+        return found is None or found[0] == record.manifest
 
     def restore(
         self, run: RunKey, record: Record, over_generation: int | None, ops: StorageOps
@@ -582,7 +592,8 @@ class Announcer:
                 run_state=RunState.BLOCKED,
             )
         legacy = json.loads(found[0])
-        published = legacy.get("status") == ClaimStatus.PUBLISHED.value
+        # format 2: output.json is written only after the publish; format 1 says so itself
+        published = "status" not in legacy or legacy["status"] == ClaimStatus.PUBLISHED.value
         record = Record(
             manifest.revision,
             ClaimStatus.PUBLISHED if published else ClaimStatus.CLAIMED,
