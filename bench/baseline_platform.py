@@ -88,7 +88,9 @@ class BaselinePlatform:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("TALLY_", "BASELINE_")) and not k.endswith("_EMULATOR_HOST")
+            # FUNCTION_*: functions-framework reads its target and signature type from them
+            if not k.startswith(("TALLY_", "BASELINE_", "FUNCTION_"))
+            and not k.endswith("_EMULATOR_HOST")
         }
         env.update({STACK_ID_VAR: self.stack.stack_id, "PYTHONUNBUFFERED": "1", **extra})
         return env

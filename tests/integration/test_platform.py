@@ -148,6 +148,11 @@ def test_push_bridge_retries_with_backoff_dead_letters_and_acks(
 
     source = ROOT / "tests" / "functions" / "cloud_event_echo" / "main.py"
     monkeypatch.setenv("ECHO_FILE", str(tmp_path / "event.json"))
+    # create_app writes FUNCTION_TARGET and FUNCTION_SIGNATURE_TYPE into os.environ: undone at
+    # teardown, or a function this process starts later (the quick benchmark's baseline) would
+    # inherit them and serve CloudEvents, refusing every push envelope.
+    for name in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "FUNCTION_TRIGGER_TYPE"):
+        monkeypatch.setenv(name, "")
     app = functions_framework.create_app("echo", str(source), "cloudevent")
     resp = app.test_client().post("/projects/p/topics/t", json=envelope)
     assert resp.status_code == 200, resp.data
