@@ -130,6 +130,8 @@ def injections(
         "suppressed_runs": sum(1 for r in runs if r.suppressed),
         "suppressed_messages": len(s.suppressed) - baseline.suppressed,
         "crashes_by_step": dict(sorted(Counter(FAULT_LINE.findall(text)).items())),
+        # Every in-code crash, and every request a kill cut short, is answered 500 or 503.
+        "answered_500": statuses.get(500, 0),
         "delivery_attempts": len(attempts),
         "attempt_statuses": {str(k): v for k, v in sorted(statuses.items())},
         "acknowledged": len(s.acked) - baseline.acked,
@@ -173,7 +175,6 @@ def real_faults(plan: Plan, storm: StormStats) -> dict[str, Any]:
                 "count": len(items),
                 "seconds": [round(i["seconds"], 1) for i in items],
                 "dead_lettered_meanwhile": sum(i.get("dead_lettered_meanwhile", 0) for i in items),
-                "trigger_dead_lettered": sum(bool(i.get("trigger_dead_lettered")) for i in items),
             }
             for target, items in long_outages.items()
         },
@@ -253,6 +254,7 @@ def run_chaos(stack: Any, config: ChaosConfig, say: Callable[[str], None] = prin
         figures, truths = check(stack, plan, baseline, storm.malformed_ids, repaired, acked, ledger)
         timings["check"] = time.monotonic() - t
         found = injections(stack, plan, baseline, storm, log_end)
+        found["platform"] = platform
         histories = [] if figures.ok else failing_histories(stack, figures, truths)
     finally:
         _restore(stack, *saved)

@@ -89,9 +89,10 @@ class Kill:
 @dataclass(frozen=True)
 class LongOutage:
     """An outage longer than the push retry span: messages are dead-lettered (replayed in the
-    repair). BigQuery: opens as its wave starts, closes once a message was dead-lettered during
-    it. Registry: opens as the first notification of a new version goes out, closes once that
-    notification was dead-lettered. Both are bounded by `cap` seconds."""
+    repair). It opens as its wave starts and closes once a message was dead-lettered during it,
+    at the earliest after the retry span, at the latest after `cap` seconds. A registry outage
+    starts with a SIGKILL of every serving instance: the instances that take over have cold
+    spec caches, so every delivery needs the registry."""
 
     target: Target
     wave: int

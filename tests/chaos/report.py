@@ -89,7 +89,8 @@ def console_lines(result: ChaosResult) -> list[str]:
     lines = [
         f"chaos: {result.config.runs} runs, seed {result.config.seed}, {t.get('total', 0):.0f} s"
         f" (storm {t.get('storm', 0):.0f} s, repair {t.get('repair', 0):.0f} s)",
-        f"  injected: {i['crashes_by_step']} crashes, registry windows {i['registry_windows']}"
+        f"  injected: {i['crashes_by_step']} crashes ({i['answered_500']} answers 500),"
+        f" registry windows {i['registry_windows']}"
         f" ({i['registry_503']} requests refused), BigQuery windows {i['bigquery_windows']}"
         f" ({i['bigquery_503']} inserts refused), {i['duplicate_publishes']} duplicates,"
         f" {i['suppressed_messages']} suppressed, {i['malformed_messages']} malformed",
@@ -151,8 +152,9 @@ def injected_rows(result: ChaosResult) -> list[tuple[str, Any]]:
         ("duplicate publishes (each notification 1 to 3 times)", i["duplicate_publishes"]),
         ("deliveries in flight", c.concurrency),
         (
-            f"handler crashes ({c.fault_rate:.0%} at each step a delivery reaches)",
-            f"{sum(crashes.values())}: {fmt(crashes)}",
+            f"handler crashes in code ({c.fault_rate:.0%} at each step a delivery reaches)",
+            f"{sum(crashes.values())} in the log: {fmt(crashes)}; {i.get('answered_500', '?')}"
+            " deliveries answered 500",
         ),
         (
             "registry outages",
@@ -178,12 +180,10 @@ def _long(i: dict[str, Any], target: str) -> str:
     planned = i["long_outages_planned"].get(target, 0)
     if not found:
         return f"{planned} planned, none carried out"
-    extra = (
-        f"{found['dead_lettered_meanwhile']} messages dead-lettered meanwhile"
-        if target == "bigquery"
-        else f"the triggering notification dead-lettered in {found['trigger_dead_lettered']}"
+    return (
+        f"{found['count']} of {planned}, lasting {found['seconds']} s;"
+        f" {found['dead_lettered_meanwhile']} messages dead-lettered meanwhile"
     )
-    return f"{found['count']} of {planned}, lasting {found['seconds']} s; {extra}"
 
 
 def real_fault_rows(result: ChaosResult) -> list[tuple[str, Any]]:
@@ -296,7 +296,10 @@ def markdown(result: ChaosResult, extras: Extras) -> str:
         "",
         "The local platform of `devstack/` (`Stack(concurrency=16)`), as `make run` starts it",
         "(its BigQuery emulator without per-insert time-travel snapshots: see `devstack/bq.py`).",
-        f"Measured with {result.injections.get('platform', HISTORIC_PLATFORM)}.",
+        f"Measured with **{result.injections.get('platform', HISTORIC_PLATFORM)}**,"
+        f" {c.concurrency} deliveries in flight; the handler ran with a claim lease of"
+        f" {c.lease_seconds:g} s and a revision quiet window (`TALLY_REVISION_QUIET_SECONDS`) of"
+        f" {c.quiet_seconds:g} s.",
         "",
         "## What was injected",
         "",
@@ -310,9 +313,23 @@ def markdown(result: ChaosResult, extras: Extras) -> str:
         "first deliveries need the registry). After its last attempt the bridge sends a",
         "message to the dead-letter topic.",
         "",
-        "After the storm: the handler restarts without faults; after the claim lease"
-        f" ({c.lease_seconds:g} s) reconciliation runs once (one request per workflow), then the",
-        "dead letters are replayed with `tally-replayed=true` (as `tally replay` does).",
+        "The real faults: SIGKILLs of a handler instance's process group at seeded moments, and",
+        "of the busy instances as a completion message appears (between publish and mark; the",
+        "run's record is read 0.5 s later to say where the kill landed); the supervisor replaces",
+        "each. Outputs deleted and written again before completion; after completion an expected",
+        "output rewritten, or deleted and written again, the optional output added late or",
+        "deleted, an unexpected object added (half of them once the announcement was seen, half",
+        "racing it); output.json deleted or edited by a user once it is there; the workflow's own",
+        "output.json in some runs; BigQuery and registry outages held until a message was",
+        "dead-lettered (longer than the push retry span; a registry outage starts with a SIGKILL",
+        "of every serving instance, so that every spec cache is cold); versions registered only",
+        "after their runs' outputs landed.",
+        "",
+        "The repair, as an operator would: the handler is redeployed without faults; the foreign",
+        "output.json objects are moved away; the dead letters are replayed with",
+        "`tally-replayed=true` (as `tally replay` does); after the claim lease and the quiet",
+        "window, reconciliation of the open-run index, then one pass over every run folder",
+        "(`tally reconcile --all`); then the platform is left until nothing moves.",
         "",
         "## What was checked, and the results",
         "",
@@ -328,6 +345,9 @@ def markdown(result: ChaosResult, extras: Extras) -> str:
         f" acknowledged deliveries checked against the log: {notes.get('acked_in_window')}.",
         "",
         f"Event log rows of the chaos runs, by outcome: {fmt(notes.get('outcomes'))}.",
+        "",
+        f"Messages the bridge took: {notes.get('messages_taken_by_the_bridge')}; Storage changes"
+        f" whose notification was checked: {notes.get('storage_changes_checked')}.",
         "",
         "Reconciliation: " + "; ".join(result.repair.reconcile_summaries),
         "",
@@ -369,14 +389,16 @@ def readme_summary(result: ChaosResult, extras: Extras) -> str:
             f" {i['malformed_messages']} malformed messages are mixed in; then reconciliation"
             " runs once.",
             "",
+            f"Real faults too: {i['processes_killed']} handler processes killed with SIGKILL,"
+            f" {sum(i['post_done'].values())} changes after completion (rewrites, deletions, late"
+            f" outputs, deleted and edited manifests), {i['foreign_manifests']} foreign manifests,"
+            f" outages longer than the push retry span, {len(i['late_registrations'])} late"
+            f" registrations; measured with {i.get('platform', HISTORIC_PLATFORM)}.",
+            "",
             f"Result ({'all must-be-zero figures are 0' if zero else 'FAILED'}): "
-            f"{counts.get('complete_without_announcement', 0)} complete runs unannounced,"
-            f" {counts.get('announced_more_than_once', 0)} runs announced twice"
-            f" ({counts.get('raw_duplicate_announcements', 0)} raw duplicate messages, same key),"
-            f" {counts.get('manifest_disagrees', 0)} manifests disagreeing with the bucket,"
-            f" {counts.get('acked_missing_from_log', 0)} acknowledged deliveries missing from the"
-            f" event log, {counts.get('stuck_claimed', 0)} runs stuck claimed,"
-            f" {counts.get('malformed_not_rejected', 0)} malformed messages not rejected.",
+            + "; ".join(f"{counts.get(name, 0)} {FIGURE_TEXT[name]}" for name in MUST_BE_ZERO)
+            + f" ({counts.get('raw_duplicate_announcements', 0)} raw duplicate messages, same key"
+            f" and content; {counts.get('revisions_after_the_first', 0)} later revisions).",
             "",
             f"Fuzzing: {fuzz.examples if fuzz else 0} handler requests, no 5xx;"
             f" schemathesis on the registry: {schema}."

@@ -339,7 +339,6 @@ class Storm:
         self._checks: list[tuple[float, dict[str, Any]]] = []  # kill -> read its run's record
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow_loop, name="follower", daemon=True)
-        self._long_registry: dict[str, LongOutage] = {}
 
     def _error(self, exc: Exception) -> None:
         with self._lock:
@@ -397,8 +396,11 @@ class Storm:
                 self.ledger.wrote(name, int(props["generation"]))
                 if not name.endswith("/" + MANIFEST_NAME):
                     with self._lock:
+                        before = self._props.get(name)
                         self._props[name] = props
                         self.stats.last_change = time.time()
+                    if before is not None:  # Storage also says the old generation was deleted
+                        self.ledger.deleted(name, int(before["generation"]))
                 return props
             except Exception as exc:
                 if (if_generation_match is not None and "412" in str(exc)) or attempt == 3:
@@ -650,14 +652,27 @@ class Storm:
             lambda: {"dead_lettered_meanwhile": self._dead() - before},
         )
 
-    def _long_registry_start(self, outage: LongOutage, message_id: str) -> None:
-        dead = self.stack.bridge.stats.dead_lettered
-        acked = self.stack.bridge.stats.acked
+    def _long_registry(self, outage: LongOutage) -> None:
+        """Every instance killed first (the spare takes over: every spec cache is cold, as after
+        a deployment), so that every delivery needs the registry while it is down."""
+        victims = handler_instances(self.stack)
+        killed = kill_instances(self.stack, victims)
+        with self._lock:
+            self.stats.kills.append(
+                {
+                    "kind": "with-registry-outage",
+                    "at": time.time(),
+                    "pids": killed,
+                    "instances": [name for name, _pid, _n in victims],
+                    "in_flight": sum(max(0, n) for _name, _pid, n in victims),
+                }
+            )
+        before = self._dead()
         self._outages.hold(
             outage,
-            lambda: message_id in dead or message_id in acked,
+            lambda: self._dead() > before,
             self.retry_span() + 1.0,
-            lambda: {"trigger_dead_lettered": message_id in dead},
+            lambda: {"dead_lettered_meanwhile": self._dead() - before},
         )
 
     # -- waves ---------------------------------------------------------------------------------
@@ -712,8 +727,10 @@ class Storm:
         self._outages.schedule(timed)
         self._schedule_kills(wave)
         for outage in self.plan.long_outages:
-            if outage.target is Target.BIGQUERY and outage.wave == wave:
-                self._long_bigquery(outage)
+            if outage.wave == wave:
+                (self._long_bigquery if outage.target is Target.BIGQUERY else self._long_registry)(
+                    outage
+                )
         for task in tasks:
             self._writers.put(task)
         self._writers.join()
@@ -728,22 +745,20 @@ class Storm:
                 }
             )
 
-    def _registry_triggers(self) -> dict[str, float | LongOutage]:
-        """Object name -> window duration (or a long outage): a registry window opens when the
-        bridge starts delivering the first notification of the first run of a version introduced
-        in a wave with a registry window (that delivery needs the spec: the handler has none)."""
-        triggers: dict[str, float | LongOutage] = {}
+    def _registry_triggers(self) -> dict[str, float]:
+        """Object name -> window duration: a registry window opens when the bridge starts
+        delivering the first notification of the first run of a version introduced in a wave
+        with a registry window (that delivery needs the spec unless the registration's own
+        reconcile request made an instance fetch it)."""
+        triggers: dict[str, float] = {}
         first_runs = self.plan.first_runs()
-        windows: list[Window | LongOutage] = [
-            w for w in self.plan.windows if w.target is Target.REGISTRY
-        ]
-        windows += [o for o in self.plan.long_outages if o.target is Target.REGISTRY]
-        for window in windows:
+        for window in self.plan.windows:
+            if window.target is not Target.REGISTRY:
+                continue
             runs = [r for r in self.plan.runs_in_wave(window.wave) if r.index in first_runs]
             if runs:
                 run = runs[0]
-                name = run.prefix() + (run.writes or [run.closer or ""])[0]
-                triggers[name] = window if isinstance(window, LongOutage) else window.duration
+                triggers[run.prefix() + (run.writes or [run.closer or ""])[0]] = window.duration
         return triggers
 
     def _gate(self) -> Callable[[Any], bool]:
@@ -757,11 +772,9 @@ class Storm:
             name = message.attributes.get("objectId")
             if name in triggers and message.attributes.get("eventType") == "OBJECT_FINALIZE":
                 with lock:
-                    window = triggers.pop(name, None)
-                if isinstance(window, LongOutage):
-                    self._long_registry_start(window, message.message_id)
-                elif window is not None:
-                    self._outages.trigger(Target.REGISTRY, window)
+                    duration = triggers.pop(name, None)
+                if duration is not None:
+                    self._outages.trigger(Target.REGISTRY, duration)
             return name in suppressed
 
         return gate
