@@ -2,9 +2,9 @@
 
 Full (`make bench`, about 10 minutes): starts its own local platform (devstack.Stack) and the
 baseline's slice next to it, runs tally and the scratch-file baseline side by side, times the
-handler's CPU per delivery, the cold starts and the registry; prints a table, writes
-bench/results/benchmarks.json and registry.json, and regenerates docs/benchmarks.md and its
-plots (docs/img/bench-*.png).
+handler's CPU per delivery, the cold starts, reconciliation and the registry; prints a table,
+writes bench/results/benchmarks.json, registry.json and reconcile.json, and regenerates
+docs/benchmarks.md and its plots (docs/img/bench-*.png).
 
 Quick (`make bench-quick`, `make test` through tests/integration/test_bench_quick.py, about a
 minute): fewer runs and sizes; writes bench/results/quick.json only, never the page.
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, cpu, driver, report
+from bench import coldstart, cpu, driver, reconcile, report
 from bench.bqsink import BigQuerySink
 from bench.realcloud import Model
 
@@ -172,6 +172,7 @@ def run_all(
     )
     results["e2e"]["event_log"] = "bqemulator, SQL" if sink is None else "sink (bench/bqsink.py)"
     results["summary"] = report.summarize(results["e2e"]["records"], model)
+    results["reconcile"] = timed("reconcile", lambda: reconcile.run(quick, progress))
     results["registry"] = timed("registry", lambda: registry.run(quick))
     results["registry_report"] = registry.report(results["registry"])
     progress(results["registry_report"])
@@ -191,6 +192,7 @@ def publish(results: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
     """Full run only: the results files, the page and its plots."""
     write_json(results_dir / "benchmarks.json", results)
     write_json(results_dir / "registry.json", results["registry"])
+    write_json(results_dir / "reconcile.json", results["reconcile"])
     render(results)
 
 

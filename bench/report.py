@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench import reconcile
 from bench.realcloud import Model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,10 @@ COMMANDS = [
     ("make bench-quick", "a smoke run (about a minute): bench/results/quick.json only"),
     (".venv/bin/python -m bench", "what `make bench` runs"),
     (".venv/bin/python -m bench --report-only", "this page again from bench/results/"),
+    (
+        ".venv/bin/python -m bench.reconcile",
+        "the reconciliation benchmark alone: bench/results/reconcile.json and its section",
+    ),
 ]
 
 # Results recorded before the platform said how it served and retried (issue 13) had this one.
@@ -531,6 +536,7 @@ def markdown(results: dict[str, Any]) -> str:
         results["registry_report"],
         "```",
         "",
+        *reconcile.section(results.get("reconcile")),
         "## Machine",
         "",
         f"- {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, Python {m['python']},"
