@@ -297,7 +297,8 @@ def markdown(results: dict[str, Any]) -> str:
         f" and {results['open_runs']} open runs (one output of three, in the open-run index), then"
         " one reconciliation of all of it per request, median of"
         f" {a['trials']} (`bench/reconcile.py`; reproduce with"
-        " `.venv/bin/python -m bench.reconcile`, about a minute; `make bench` runs it too):",
+        " `.venv/bin/python -m bench.reconcile`, about a minute of CPU, minutes of wall clock on a"
+        " busy machine; `make bench` runs it too):",
         "",
         *rows,
         "",
