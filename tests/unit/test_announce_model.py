@@ -78,6 +78,44 @@ class AnnouncementMachine(RuleBasedStateMachine):
         if result is None or not result.outcome.acknowledged:
             self.world.pending.append(message)  # not acknowledged: Pub/Sub redelivers
 
+    @rule(run=st.sampled_from(RUNS), instance=st.integers(0, 1), first=st.integers(0, 1))
+    def deliver_covered(self, run: str, instance: int, first: int) -> None:
+        """A workflow writes the exact outputs and two shards; on one instance the delivery of
+        one shard waits at the coalescing gate when the other's arrives: the first is covered
+        (acknowledged without listing), the second owes the listing, but its request dies before
+        it lists, so its message stays pending (Pub/Sub redelivers it)."""
+        written = []
+        for path in ("a.txt", "b.txt", "shards/0.bin", "shards/1.bin"):
+            if (
+                path.startswith("shards/")
+                or self.world.storage.get(BUCKET, self.world.run_prefix(run) + path) is None
+            ):
+                self.versions += 1
+                written.append(self.world.write(run, path, f"v{self.versions}".encode()))
+        first_message, second = written[-2:][first], written[-2:][1 - first]
+        handler = self.world.handlers[instance]
+        coalescer = handler.coalescer
+        assert coalescer is not None
+        output = handler.layout.match(second.notification.name)
+        assert output is not None
+        key = handler.layout.run_key(BUCKET, output).key
+        arrived: list[int] = []
+
+        def newer_arrives(waiting: object) -> None:
+            if waiting is handler and not arrived and coalescer.gate.busy(key):
+                arrived.append(coalescer.gate.arrive(key, coalescer.clock(), output.path, 99))
+
+        self.world.on_wait = newer_arrives
+        try:
+            self.world.pending.remove(first_message)
+            result = self.world.deliver(first_message, instance)
+        finally:
+            self.world.on_wait = None
+        if arrived:
+            coalescer.gate.leave(key, arrived[0])  # the second's request died before listing
+        if result is None or not result.outcome.acknowledged:
+            self.world.pending.append(first_message)
+
     @rule(data=st.data())
     def duplicate(self, data: st.DataObject) -> None:
         if self.world.pending:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally_handler.announce import Announcer
+from tally_handler.coalesce import Coalescer, Gate
 from tally_handler.completeness import Entry, ListRequest
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification, Reconcile, Source, rfc3339
@@ -160,6 +161,8 @@ class World:
         self.storage = CrashingStorage(self.clock)
         self.publisher = CrashingPublisher(self.storage)
         self.event_log = CrashingEventLog(self.storage)
+        self.coalescer_seconds = 0.0  # the coalescing gates' own clock: waits advance it
+        self.on_wait: Callable[[Handler], None] | None = None  # the model's hand-over hook
         self.handlers = [self.new_instance() for _ in range(self.instances)]
         self.sequence = 0
         self.pending: list[Delivery] = []  # every notification Storage sent, not yet acknowledged
@@ -176,14 +179,26 @@ class World:
         announcer = Announcer(
             self.cfg, self.storage, self.publisher, self.event_log, "test", self.clock
         )
-        return Handler(
+        handler: Handler
+
+        def wait(_condition: Any, timeout: float | None) -> None:
+            """A delivery waiting at the coalescing gate: time passes (no sleep), and the
+            model may let a newer delivery arrive meanwhile."""
+            self.coalescer_seconds += 1.0 if timeout is None else timeout
+            if self.on_wait is not None:
+                self.on_wait(handler)
+
+        coalescer = Coalescer(Gate(), lambda: self.coalescer_seconds, wait)
+        handler = Handler(
             self.cfg,
             self.storage,
             lambda w, v: self.spec,
             announcer,
             self.clock,
             PresenceCache(100),
+            coalescer=coalescer,
         )
+        return handler
 
     def restart(self, index: int) -> None:
         """An instance replaced as Cloud Run would: its memory is gone."""

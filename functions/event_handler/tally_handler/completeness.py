@@ -25,6 +25,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from tally_handler.layout import TALLY_FOLDER, OutputKind, classify
 from tally_handler.spec import Expected, ExpectedPattern, Spec
@@ -103,6 +104,31 @@ class UnsatisfiableSpec(ValueError):
 
 class ListingOrderError(ValueError):
     """Entries arrived out of order: the walk's "missing" proofs would be wrong."""
+
+
+def split_points(paths: Sequence[str], per_range: int = MAX_PAGE_SIZE) -> tuple[str, ...]:
+    """Key-range boundaries for listing a folder in parallel next time: every ``per_range``-th
+    path of the previous (sorted) listing, so each range holds about one page then."""
+    return tuple(paths[i] for i in range(per_range, len(paths), per_range))
+
+
+def key_ranges(splits: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """(start inclusive, end exclusive) ranges that cover the whole key space, in order."""
+    bounds: list[str | None] = [None, *splits, None]
+    return list(pairwise(bounds))
+
+
+def in_range(entries: Sequence[Entry], start: str | None, end: str | None) -> list[Entry]:
+    """A range's own entries (a listing that ignores the offsets returns more)."""
+    return [
+        e for e in entries if (start is None or e.path >= start) and (end is None or e.path < end)
+    ]
+
+
+def pattern_matches(spec: Spec, entries: Sequence[Entry]) -> int:
+    """How many listed entries match a required pattern (for the coalescing gate's deficit)."""
+    patterns = spec.required_patterns
+    return sum(1 for e in entries if any(p.matches(e.path) for p in patterns))
 
 
 def affects_completeness(spec: Spec, path: str) -> bool:

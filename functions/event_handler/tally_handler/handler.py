@@ -24,17 +24,26 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from tally_handler.announce import Actor, Announcer, Change, Known, run_prefix_of_index
+from tally_handler.coalesce import Coalescer
 from tally_handler.completeness import (
+    MAX_PAGE_SIZE,
     Complete,
+    Entry,
     Failed,
     Incomplete,
+    ListRequest,
     Scan,
     UnsatisfiableSpec,
     affects_completeness,
     check_satisfiable,
+    in_range,
+    key_ranges,
+    pattern_matches,
+    split_points,
 )
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
@@ -47,6 +56,8 @@ from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
+LIST_THREADS = 16  # key ranges of one whole-folder listing listed at once
+_UNSET: object = object()
 
 
 class PresenceCache:
@@ -110,6 +121,7 @@ class Handler:
         announcer: Announcer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache: PresenceCache | None = None,
+        coalescer: Coalescer | object | None = _UNSET,
     ) -> None:
         self.config = config
         self.layout = config.layout
@@ -118,6 +130,12 @@ class Handler:
         self.announcer = announcer
         self.clock = clock
         self.cache = cache if cache is not None else PresenceCache(config.presence_cache_runs)
+        # Whole-folder listings of runs with required patterns: coalesced per instance (None: off)
+        self.coalescer: Coalescer | None = (
+            Coalescer.from_env() if coalescer is _UNSET else coalescer  # type: ignore[assignment]
+        )
+        self._splits: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # key ranges per run
+        self._splits_lock = threading.Lock()
         announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
 
     # -- notifications -------------------------------------------------------------------------
@@ -354,7 +372,66 @@ class Handler:
             if not self.storage.exists(run.bucket, run.prefix + path, ops):
                 return Incomplete(f"expected output {path!r} is not in the run folder yet", path)
             self.cache.add_present(run.key, {path})
-        return self._scan(spec, run, "", ops)  # nothing missing: the whole folder decides
+        return self._whole_folder(spec, run, own, ops)  # nothing missing: the whole folder decides
+
+    def _whole_folder(self, spec: Spec, run: RunKey, own: str, ops: StorageOps):
+        """The whole folder's verdict. With a required pattern (counted over the whole folder,
+        so every delivery needs it), through the coalescing gate: one listing covers every
+        delivery of the run that arrived on this instance before it started (coalesce.py)."""
+        if self.coalescer is None or not spec.required_patterns:
+            return self._scan(spec, run, "", ops)
+        needed = sum(pattern.count for pattern in spec.required_patterns)
+        token = self.coalescer.turn(run.key, own, needed)
+        if token is None:
+            return Incomplete(
+                "a newer delivery of this run on this instance lists the run folder after this"
+                " output was written (coalesced listing)"
+            )
+        matched = None
+        try:
+            entries = self._list_folder(run, ops)
+            matched = pattern_matches(spec, entries)
+            scan = Scan(spec, "", self.config.manifest_name, self.config.failure_marker)
+            scan.feed(entries, None)
+        finally:
+            self.coalescer.finish(run.key, token, matched)
+        assert scan.result is not None
+        return scan.result
+
+    def _list_folder(self, run: RunKey, ops: StorageOps) -> list[Entry]:
+        """Every object of the run folder, its key ranges (split at the previous listing's
+        every 1,000th name) listed in parallel: about one page's latency at any size."""
+        with self._splits_lock:
+            splits = self._splits.get(run.key, ())
+        ranges = key_ranges(splits)
+        counted = [StorageOps() for _ in ranges]
+
+        def one(index: int) -> list[Entry]:
+            start, end = ranges[index]
+            entries: list[Entry] = []
+            token = None
+            while True:
+                request = ListRequest(start, end, MAX_PAGE_SIZE, token)
+                ops_here = counted[index]
+                page, token = self.storage.list_page(run.bucket, run.prefix, request, ops_here)
+                entries += in_range(page, start, end)
+                if not token or (end is not None and page and page[-1].path >= end):
+                    return entries
+
+        if len(ranges) == 1:
+            found = one(0)
+        else:
+            found = [e for part in _LIST_POOL.map(one, range(len(ranges))) for e in part]
+        for part in counted:
+            ops.reads += part.reads
+            ops.lists += part.lists
+            ops.list_entries += part.list_entries
+        with self._splits_lock:
+            self._splits[run.key] = split_points([e.path for e in found])
+            self._splits.move_to_end(run.key)
+            while len(self._splits) > 100:
+                self._splits.popitem(last=False)
+        return found
 
     def _scan(
         self, spec: Spec, run: RunKey, start_path: str, ops: StorageOps, exhaustive: bool = False
@@ -371,6 +448,9 @@ class Handler:
             scan.feed(entries, token)
         assert scan.result is not None
         return scan.result
+
+
+_LIST_POOL = ThreadPoolExecutor(LIST_THREADS, thread_name_prefix="tally-list")
 
 
 def claimant_of(delivery: Delivery) -> str:

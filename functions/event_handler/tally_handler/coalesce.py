@@ -1,0 +1,216 @@
+"""Coalesced whole-folder listings of a run, per instance: bounded listings for any N.
+
+A run with a required glob pattern can only be counted over the whole folder, and correctness
+needs, for every delivery, a listing that STARTS after the delivery's object was written and whose
+verdict someone acts on (the listing that finds the run complete announces it; the claim makes
+that one announcement). Listing once per delivery costs O(N^2) list entries per run. The gate
+below lets one delivery's listing cover the others of its instance:
+
+- at most one listing of a run in flight per instance;
+- hand-over: a delivery waiting for a listing is released (``Covered``: it records its output and
+  returns) as soon as a newer delivery of the same run arrives on the instance; the newest one
+  owes the listing, which starts after it arrived, hence after every released object was written.
+  If it fails, its own message is not acknowledged and Pub/Sub redelivers it: the redelivery
+  lists (or hands over) after the released ones again;
+- quiet: the newest delivery lists once no newer one arrived for ``quiet_s`` (while a run's
+  outputs keep arriving nobody lists), and not sooner than ``interval_s`` after the previous
+  listing of the run on this instance started;
+- urgent: a delivery that may complete the run, as far as this instance can tell (the previous
+  listing's matches plus the distinct outputs delivered since it started reach the count),
+  skips the quiet window and the interval, so the run's last delivery lists at once.
+
+Cloud Run gives no CPU outside requests, so the work is always done inside the request of the
+delivery that owes it. ``Gate`` is the pure state machine (times are passed in);
+``Coalescer`` wraps it with one condition variable, an injectable clock and wait.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+QUIET_S = 0.2  # see docs/benchmarks.md ("Sharded runs")
+INTERVAL_S = 1.0
+STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
+MAX_RUNS = 1000
+
+QUIET_ENV = "TALLY_LISTING_QUIET_MS"  # benchmarks only: "off" turns coalescing off
+INTERVAL_ENV = "TALLY_LISTING_INTERVAL_MS"
+
+
+@dataclass(frozen=True, slots=True)
+class ListNow:
+    """This delivery lists the whole folder now, then calls ``finish``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Covered:
+    """A newer delivery of the run on this instance owes the listing: record and return."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    until: float | None  # None: until the listing in flight finishes
+
+
+Step = ListNow | Covered | Wait
+
+
+@dataclass(slots=True)
+class _Run:
+    newest: int | None = None  # the token that owes the next listing
+    newest_since: float = 0.0
+    urgent: bool = False
+    lister: int | None = None  # the token whose listing is in flight
+    listing_since: float = 0.0
+    last_start: float | None = None
+    matched: int = 0  # matches counted by the last finished listing
+    fresh: set[str] = field(default_factory=set)  # outputs delivered since the last listing began
+
+
+class Gate:
+    """The pure state machine of one instance: tokens are deliveries, times are seconds."""
+
+    def __init__(
+        self,
+        quiet_s: float = QUIET_S,
+        interval_s: float = INTERVAL_S,
+        stale_s: float = STALE_S,
+        max_runs: int = MAX_RUNS,
+    ) -> None:
+        self.quiet_s = quiet_s
+        self.interval_s = interval_s
+        self.stale_s = stale_s
+        self.max_runs = max_runs
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._tokens = 0
+        self.listings = 0
+        self.covered = 0
+
+    def arrive(self, run: str, now: float, path: str = "", needed: int = 0) -> int:
+        """A delivery of ``path`` needs a whole-folder listing of ``run``; ``needed``: the
+        matches that complete it. Any older waiting delivery of the run is now covered."""
+        self._tokens += 1
+        state = self._runs.get(run)
+        if state is None:
+            state = self._runs[run] = _Run()
+            self._evict()
+        self._runs.move_to_end(run)
+        if path:
+            state.fresh.add(path)
+        state.newest = self._tokens
+        state.newest_since = now
+        state.urgent = state.matched + len(state.fresh) >= needed
+        return self._tokens
+
+    def step(self, run: str, token: int, now: float) -> Step:
+        state = self._runs.get(run)
+        if state is None:  # evicted while waiting (never while busy): listing is always safe
+            state = self._runs[run] = _Run(newest=token, newest_since=now, urgent=True)
+        if state.newest != token:
+            self.covered += 1
+            return Covered()
+        if state.lister is not None and now - state.listing_since < self.stale_s:
+            return Wait(state.listing_since + self.stale_s)
+        earliest = now
+        if not state.urgent:
+            earliest = state.newest_since + self.quiet_s
+            if state.last_start is not None:
+                earliest = max(earliest, state.last_start + self.interval_s)
+        if now < earliest:
+            return Wait(earliest)
+        state.newest = None
+        state.lister = token
+        state.listing_since = now
+        state.last_start = now
+        state.fresh = set()
+        self.listings += 1
+        return ListNow()
+
+    def finish(self, run: str, token: int, matched: int | None) -> None:
+        """The listing of ``token`` is over (``matched``: its count, None when it failed)."""
+        state = self._runs.get(run)
+        if state is None or state.lister != token:
+            return
+        state.lister = None
+        if matched is not None:
+            state.matched = matched
+
+    def leave(self, run: str, token: int) -> None:
+        """A waiting delivery gives up without listing (its request ends in an error): the
+        ones it covered are covered by its redelivery, but the next arrival lists urgently."""
+        state = self._runs.get(run)
+        if state is not None and state.newest == token:
+            state.newest = None
+
+    def busy(self, run: str) -> bool:
+        state = self._runs.get(run)
+        return state is not None and (state.newest is not None or state.lister is not None)
+
+    def _evict(self) -> None:
+        if len(self._runs) <= self.max_runs:
+            return
+        for run in list(self._runs):
+            if len(self._runs) <= self.max_runs:
+                return
+            if not self.busy(run):
+                del self._runs[run]
+
+
+Waiter = Callable[[threading.Condition, float | None], object]
+
+
+class Coalescer:
+    """The gate behind one lock: ``turn`` blocks until the delivery lists or is covered."""
+
+    def __init__(
+        self,
+        gate: Gate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Waiter | None = None,
+    ) -> None:
+        self.gate = gate or Gate()
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._wait: Waiter = wait or (lambda cond, timeout: cond.wait(timeout))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Coalescer | None:
+        """The defaults, or the benchmarks' settings; None when coalescing is off."""
+        quiet = environ.get(QUIET_ENV, "").strip()
+        if quiet == "off":
+            return None
+        interval = environ.get(INTERVAL_ENV, "").strip()
+        return cls(
+            Gate(
+                quiet_s=float(quiet) / 1000 if quiet else QUIET_S,
+                interval_s=float(interval) / 1000 if interval else INTERVAL_S,
+            )
+        )
+
+    def turn(self, run: str, path: str, needed: int) -> int | None:
+        """A token when this delivery lists now (call ``finish`` after), None when covered."""
+        with self._cond:
+            token = self.gate.arrive(run, self.clock(), path, needed)
+            self._cond.notify_all()  # the previous newest is covered now
+            try:
+                while True:
+                    step = self.gate.step(run, token, self.clock())
+                    if isinstance(step, ListNow):
+                        return token
+                    if isinstance(step, Covered):
+                        return None
+                    timeout = None if step.until is None else max(0.0, step.until - self.clock())
+                    self._wait(self._cond, timeout)
+            except BaseException:
+                self.gate.leave(run, token)
+                raise
+
+    def finish(self, run: str, token: int, matched: int | None) -> None:
+        with self._cond:
+            self.gate.finish(run, token, matched)
+            self._cond.notify_all()

@@ -1,0 +1,175 @@
+"""The coalescing gate (tally_handler/coalesce.py): explicit times and events, never sleeps."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from tally_handler.coalesce import Coalescer, Covered, Gate, ListNow, Wait
+from tally_handler.completeness import Entry, in_range, key_ranges, split_points
+
+RUN = "b/wf/1/r"
+
+
+def test_a_lone_delivery_lists_once_the_run_is_quiet() -> None:
+    gate = Gate(quiet_s=0.2, interval_s=1.0)
+    token = gate.arrive(RUN, 10.0, "shards/0", needed=5)
+    assert gate.step(RUN, token, 10.0) == Wait(10.2)
+    assert gate.step(RUN, token, 10.2) == ListNow()
+
+
+def test_an_older_waiting_delivery_is_covered_by_a_newer_one() -> None:
+    gate = Gate(quiet_s=0.2)
+    first = gate.arrive(RUN, 0.0, "shards/0", needed=5)
+    assert isinstance(gate.step(RUN, first, 0.0), Wait)
+    second = gate.arrive(RUN, 0.1, "shards/1", needed=5)
+    assert gate.step(RUN, first, 0.1) == Covered()
+    assert gate.step(RUN, second, 0.1) == Wait(pytest.approx(0.3))
+    assert gate.step(RUN, second, 0.31) == ListNow()
+    assert (gate.listings, gate.covered) == (1, 1)
+
+
+def test_one_listing_in_flight_and_the_next_starts_after_it() -> None:
+    gate = Gate(quiet_s=0.0, interval_s=0.0)
+    lister = gate.arrive(RUN, 0.0, "shards/0", needed=5)
+    assert gate.step(RUN, lister, 0.0) == ListNow()
+    waiting = gate.arrive(RUN, 0.5, "shards/1", needed=5)
+    assert isinstance(gate.step(RUN, waiting, 0.5), Wait)  # the listing is in flight
+    gate.finish(RUN, lister, matched=1)
+    assert gate.step(RUN, waiting, 0.6) == ListNow()  # started after it joined
+
+
+def test_the_interval_spaces_listings_of_a_run() -> None:
+    gate = Gate(quiet_s=0.1, interval_s=1.0)
+    first = gate.arrive(RUN, 0.0, "shards/0", needed=9)
+    assert gate.step(RUN, first, 0.1) == ListNow()
+    gate.finish(RUN, first, matched=1)
+    second = gate.arrive(RUN, 0.2, "shards/1", needed=9)
+    assert gate.step(RUN, second, 0.3) == Wait(1.1)
+    assert gate.step(RUN, second, 1.1) == ListNow()
+
+
+def test_a_delivery_that_may_complete_the_run_lists_at_once() -> None:
+    gate = Gate(quiet_s=5.0, interval_s=5.0)
+    first = gate.arrive(RUN, 0.0, "shards/0", needed=3)
+    assert gate.step(RUN, first, 5.0) == ListNow()
+    gate.finish(RUN, first, matched=2)  # 2 of 3: one more output can complete it
+    last = gate.arrive(RUN, 5.1, "shards/2", needed=3)
+    assert gate.step(RUN, last, 5.1) == ListNow()
+
+
+def test_duplicates_do_not_count_twice_towards_urgency() -> None:
+    gate = Gate(quiet_s=1.0)
+    gate.arrive(RUN, 0.0, "shards/0", needed=2)
+    token = gate.arrive(RUN, 0.0, "shards/0", needed=2)
+    assert isinstance(gate.step(RUN, token, 0.0), Wait)
+
+
+def test_a_failed_listing_lets_the_next_delivery_list() -> None:
+    gate = Gate(quiet_s=0.0, interval_s=0.0)
+    lister = gate.arrive(RUN, 0.0, "a", needed=5)
+    assert gate.step(RUN, lister, 0.0) == ListNow()
+    gate.finish(RUN, lister, matched=None)
+    nxt = gate.arrive(RUN, 0.1, "b", needed=5)
+    assert gate.step(RUN, nxt, 0.1) == ListNow()
+
+
+def test_a_listing_presumed_lost_after_the_stale_time() -> None:
+    gate = Gate(quiet_s=0.0, interval_s=0.0, stale_s=30.0)
+    lister = gate.arrive(RUN, 0.0, "a", needed=5)
+    gate.step(RUN, lister, 0.0)
+    waiting = gate.arrive(RUN, 1.0, "b", needed=5)
+    assert gate.step(RUN, waiting, 1.0) == Wait(30.0)
+    assert gate.step(RUN, waiting, 30.0) == ListNow()
+
+
+def test_runs_are_independent_and_idle_ones_are_evicted() -> None:
+    gate = Gate(quiet_s=0.0, max_runs=2)
+    tokens = {run: gate.arrive(run, 0.0, "a", needed=5) for run in ("r1", "r2")}
+    assert all(gate.step(run, t, 0.0) == ListNow() for run, t in tokens.items())
+    gate.finish("r1", tokens["r1"], 1)
+    gate.arrive("r3", 0.0, "a", needed=5)  # r1 is idle: evicted; r2 is listing: kept
+    assert not gate.busy("r1") and gate.busy("r2") and gate.busy("r3")
+
+
+def test_a_waiter_evicted_meanwhile_lists() -> None:
+    gate = Gate(quiet_s=1.0)
+    token = gate.arrive(RUN, 0.0, "a", needed=5)
+    gate._runs.clear()
+    assert gate.step(RUN, token, 0.0) == ListNow()
+
+
+class ManualClock:
+    """Time moves only when a waiter waits (to its deadline); events come from the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float | None] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_coalescer_hands_over_between_threads_without_sleeping() -> None:
+    clock = ManualClock()
+    first_waits = threading.Event()
+    waits: list[float | None] = []
+
+    def wait(condition: threading.Condition, timeout: float | None) -> None:
+        waits.append(timeout)
+        first_waits.set()
+        condition.wait()  # woken by the newer arrival's notify, never by time
+
+    coalescer = Coalescer(Gate(quiet_s=0.2), clock, wait)
+    outcome: list[int | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(coalescer.turn(RUN, "a", 9)))
+    thread.start()
+    assert first_waits.wait(5)
+    # the newer delivery arrives; its own quiet wait must not block the test: make it urgent
+    assert coalescer.turn(RUN, "b", 2) is not None
+    thread.join(5)
+    assert outcome == [None]  # covered
+    assert waits == [pytest.approx(0.2)]
+
+
+def test_coalescer_lists_after_the_quiet_wait_and_releases_on_finish() -> None:
+    clock = ManualClock()
+
+    def wait(_condition: threading.Condition, timeout: float | None) -> None:
+        assert timeout is not None
+        clock.now += timeout
+
+    coalescer = Coalescer(Gate(quiet_s=0.2, interval_s=1.0), clock, wait)
+    token = coalescer.turn(RUN, "a", 9)
+    assert token is not None and clock.now == pytest.approx(0.2)
+    coalescer.finish(RUN, token, matched=1)
+    second = coalescer.turn(RUN, "b", 9)
+    assert second is not None and clock.now == pytest.approx(1.2)  # the interval
+
+
+def test_a_waiter_that_fails_leaves_the_gate() -> None:
+    def wait(_condition: threading.Condition, _timeout: float | None) -> None:
+        raise KeyboardInterrupt
+
+    coalescer = Coalescer(Gate(quiet_s=1.0), lambda: 0.0, wait)
+    with pytest.raises(KeyboardInterrupt):
+        coalescer.turn(RUN, "a", 9)
+    assert not coalescer.gate.busy(RUN)
+
+
+def test_from_env() -> None:
+    assert Coalescer.from_env({"TALLY_LISTING_QUIET_MS": "off"}) is None
+    made = Coalescer.from_env({"TALLY_LISTING_QUIET_MS": "50", "TALLY_LISTING_INTERVAL_MS": "9"})
+    assert made is not None and (made.gate.quiet_s, made.gate.interval_s) == (0.05, 0.009)
+
+
+def test_key_ranges_cover_the_folder_in_order() -> None:
+    paths = [f"p{i:04d}" for i in range(2500)]
+    splits = split_points(paths, 1000)
+    assert splits == ("p1000", "p2000")
+    ranges = key_ranges(splits)
+    assert ranges == [(None, "p1000"), ("p1000", "p2000"), ("p2000", None)]
+    entries = [Entry(p, 1) for p in paths]
+    joined = [e for start, end in ranges for e in in_range(entries, start, end)]
+    assert joined == entries
+    assert key_ranges(()) == [(None, None)]
