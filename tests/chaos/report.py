@@ -97,7 +97,8 @@ def console_lines(result: ChaosResult) -> list[str]:
         f"  real faults: kills {i['kills']} ({i['processes_killed']} processes; at a"
         f" completion the record was {i['kills_at_publish_records']}), pre-completion deletes"
         f" {i['pre_deletes']}, after completion {i['post_done']}"
-        f" ({i['post_after_announcement']} after the announcement was seen),"
+        f" ({i['post_after_announcement']} after the announcement was seen; not carried out:"
+        f" {i['post_skipped'][:3] or 'none'}),"
         f" foreign manifests {i['foreign_manifests']}, long outages {i['long_outages']},"
         f" late registrations {len(i['late_registrations'])} ({i['late_version_runs']} runs)",
         f"  deliveries: {i['delivery_attempts']} attempts {i['attempt_statuses']},"
