@@ -173,3 +173,41 @@ def test_key_ranges_cover_the_folder_in_order() -> None:
     joined = [e for start, end in ranges for e in in_range(entries, start, end)]
     assert joined == entries
     assert key_ranges(()) == [(None, None)]
+
+
+def test_deliveries_of_listed_outputs_do_not_make_the_run_urgent() -> None:
+    """A backlog (deliveries of outputs the last listing already counted) is no news."""
+    gate = Gate(quiet_s=1.0)
+    lister = gate.arrive(RUN, 0.0, "s/0", needed=3)
+    assert gate.step(RUN, lister, 1.0) == ListNow()
+    gate.finish(RUN, lister, matched=2, listed=frozenset({"s/0", "s/1"}))
+    late = gate.arrive(RUN, 1.1, "s/1", needed=3)
+    assert isinstance(gate.step(RUN, late, 1.1), Wait)
+    new = gate.arrive(RUN, 1.2, "s/2", needed=3)
+    assert gate.step(RUN, new, 1.2) == ListNow()
+
+
+def test_the_interval_grows_with_the_runs_listing_history() -> None:
+    gate = Gate(quiet_s=0.0, interval_s=1.0, growth=0.5, max_interval_s=8.0)
+    token = gate.arrive(RUN, 0.0, "s/0", needed=10**6)
+    assert gate.step(RUN, token, 0.0) == ListNow()
+    gate.finish(RUN, token, matched=1, listed=frozenset({"s/0"}))
+    assert gate.interval(RUN, 1.0) == 1.0
+    assert gate.interval(RUN, 6.0) == 3.0
+    assert gate.interval(RUN, 100.0) == 8.0
+
+
+def test_an_instance_that_sees_a_share_of_the_deliveries_scales_its_estimate() -> None:
+    """4 instances: the matches grow by about 4 per output delivered here."""
+    gate = Gate(quiet_s=0.0, interval_s=0.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=100)
+    assert gate.step(RUN, first, 0.0) == ListNow()
+    gate.finish(RUN, first, matched=4, listed=frozenset({f"s/{i}" for i in range(4)}))
+    for i in range(4, 6):
+        gate.arrive(RUN, 0.1, f"s/{i}", needed=100)
+    second = gate.arrive(RUN, 0.1, "s/6", needed=100)
+    assert gate.step(RUN, second, 0.1) == ListNow()  # 3 fresh outputs delivered here
+    gate.finish(RUN, second, matched=16, listed=frozenset({f"s/{i}" for i in range(16)}))
+    late = gate.arrive(RUN, 0.2, "s/99", needed=20)
+    assert gate._runs[RUN].ratio == 4.0 and gate._runs[RUN].urgent  # 16 + 4 x 1 >= 20
+    assert gate.step(RUN, late, 0.2) == ListNow()

@@ -15,9 +15,14 @@ below lets one delivery's listing cover the others of its instance:
 - quiet: the newest delivery lists once no newer one arrived for ``quiet_s`` (while a run's
   outputs keep arriving nobody lists), and not sooner than ``interval_s`` after the previous
   listing of the run on this instance started;
-- urgent: a delivery that may complete the run, as far as this instance can tell (the previous
-  listing's matches plus the distinct outputs delivered since it started reach the count),
-  skips the quiet window and the interval, so the run's last delivery lists at once.
+- the interval grows with the time since the run's first listing on the instance (half of it,
+  1 s to 8 s), so a long run costs O(log duration) listings per instance, not O(duration);
+- urgent: a delivery that may complete the run, as far as this instance can tell, skips the
+  quiet window and the interval, so the run's last delivery lists at once. The estimate: the
+  previous listing's matches plus the distinct outputs delivered here since (not listed by it),
+  times this instance's share (matches gained between its last two listings per output it was
+  delivered meanwhile: with K instances about K). Urgency and intervals only move costs and
+  latency; the hand-over alone makes the scheme correct.
 
 Cloud Run gives no CPU outside requests, so the work is always done inside the request of the
 delivery that owes it. ``Gate`` is the pure state machine (times are passed in);
@@ -34,7 +39,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 QUIET_S = 0.2  # see docs/benchmarks.md ("Sharded runs")
-INTERVAL_S = 1.0
+INTERVAL_S = 1.0  # the least interval between listings of a run on an instance ...
+INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there ...
+MAX_INTERVAL_S = 8.0  # ... up to this
+MAX_SHARE_RATIO = 64.0
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
 MAX_RUNS = 1000
 
@@ -68,8 +76,12 @@ class _Run:
     lister: int | None = None  # the token whose listing is in flight
     listing_since: float = 0.0
     last_start: float | None = None
+    first_start: float | None = None
     matched: int = 0  # matches counted by the last finished listing
-    fresh: set[str] = field(default_factory=set)  # outputs delivered since the last listing began
+    ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
+    fresh_at_start: int = 0  # fresh outputs when the listing in flight started
+    listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
+    fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
 
 
 class Gate:
@@ -81,9 +93,13 @@ class Gate:
         interval_s: float = INTERVAL_S,
         stale_s: float = STALE_S,
         max_runs: int = MAX_RUNS,
+        growth: float = INTERVAL_GROWTH,
+        max_interval_s: float = MAX_INTERVAL_S,
     ) -> None:
         self.quiet_s = quiet_s
         self.interval_s = interval_s
+        self.growth = growth
+        self.max_interval_s = max(max_interval_s, interval_s)
         self.stale_s = stale_s
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
@@ -100,12 +116,20 @@ class Gate:
             state = self._runs[run] = _Run()
             self._evict()
         self._runs.move_to_end(run)
-        if path:
+        if path and path not in state.listed:
             state.fresh.add(path)
         state.newest = self._tokens
         state.newest_since = now
-        state.urgent = state.matched + len(state.fresh) >= needed
+        state.urgent = state.matched + state.ratio * len(state.fresh) >= needed
         return self._tokens
+
+    def interval(self, run: str, now: float) -> float:
+        """The least time between two listings of the run on this instance, as of ``now``."""
+        state = self._runs.get(run)
+        if state is None or state.first_start is None:
+            return self.interval_s
+        grown = self.growth * (now - state.first_start)
+        return min(self.max_interval_s, max(self.interval_s, grown))
 
     def step(self, run: str, token: int, now: float) -> Step:
         state = self._runs.get(run)
@@ -120,25 +144,38 @@ class Gate:
         if not state.urgent:
             earliest = state.newest_since + self.quiet_s
             if state.last_start is not None:
-                earliest = max(earliest, state.last_start + self.interval_s)
+                earliest = max(earliest, state.last_start + self.interval(run, now))
         if now < earliest:
             return Wait(earliest)
         state.newest = None
         state.lister = token
         state.listing_since = now
         state.last_start = now
-        state.fresh = set()
+        if state.first_start is None:
+            state.first_start = now
+        state.fresh_at_start = len(state.fresh)
         self.listings += 1
         return ListNow()
 
-    def finish(self, run: str, token: int, matched: int | None) -> None:
-        """The listing of ``token`` is over (``matched``: its count, None when it failed)."""
+    def finish(
+        self, run: str, token: int, matched: int | None, listed: frozenset[str] = frozenset()
+    ) -> None:
+        """The listing of ``token`` is over: ``matched`` outputs of the patterns among the paths
+        ``listed`` (None when it failed). Urgency only: never a reason to skip a listing (a
+        listing of several pages is no snapshot; only one that STARTED after an object's write
+        proves anything about the run at that time)."""
         state = self._runs.get(run)
         if state is None or state.lister != token:
             return
         state.lister = None
         if matched is not None:
+            delivered = state.fresh_at_start
+            if delivered > 0 and matched > state.matched:
+                gained = (matched - state.matched) / delivered
+                state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
             state.matched = matched
+            state.listed = listed
+            state.fresh -= listed
 
     def leave(self, run: str, token: int) -> None:
         """A waiting delivery gives up without listing (its request ends in an error): the
@@ -210,7 +247,9 @@ class Coalescer:
                 self.gate.leave(run, token)
                 raise
 
-    def finish(self, run: str, token: int, matched: int | None) -> None:
+    def finish(
+        self, run: str, token: int, matched: int | None, listed: frozenset[str] = frozenset()
+    ) -> None:
         with self._cond:
-            self.gate.finish(run, token, matched)
+            self.gate.finish(run, token, matched, listed)
             self._cond.notify_all()

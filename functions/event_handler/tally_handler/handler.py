@@ -53,7 +53,7 @@ from tally_handler.manifest import NotTallys, Record, State
 from tally_handler.outcomes import Outcome, Result, RunState
 from tally_handler.ports import Storage
 from tally_handler.rows import StorageOps
-from tally_handler.spec import Spec
+from tally_handler.spec import ExpectedPattern, Spec
 
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
 LIST_THREADS = 16  # key ranges of one whole-folder listing listed at once
@@ -261,7 +261,7 @@ class Handler:
         done = self.announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)
         if isinstance(done, Result):
             return done
-        return self._announced(spec, run, *done, change, kind, actor, ops)
+        return self._with_record(spec, run, *done, change, kind, actor, ops)
 
     def _not_for_completeness(
         self, n: Notification, run: RunKey, kind: OutputKind, deleted: bool, ops: StorageOps
@@ -312,9 +312,48 @@ class Handler:
         ops: StorageOps,
     ) -> Result:
         settled = self.announcer.settle(run, record, generation, actor, Outcome.COMPLETED, ops)
-        if isinstance(settled, Result):
+        if not isinstance(settled, Result):
+            return self._announced(spec, run, *settled, change, kind, actor, ops)
+        if self._covered(run, record, change, kind, ops):
+            return settled  # the claim lists this very object: nothing more to look at
+        if settled.run_state is RunState.ANNOUNCING:
+            # Another delivery is announcing from a listing that may predate this change.
+            if actor.last_attempt:
+                self.announcer.ensure_open(run, ops)  # reconciliation reviews it
+                return Result(
+                    Outcome.CHANGED,
+                    f"{settled.detail}; this change is not in its claim: reconciliation"
+                    " reviews the run",
+                    revision=record.revision,
+                    run_state=RunState.ANNOUNCING,
+                )
+            return Result(
+                Outcome.DEFERRED,
+                f"{settled.detail}; this change is not in its claim and is examined once the"
+                " claim is published; Pub/Sub redelivers",
+                revision=record.revision,
+                run_state=RunState.ANNOUNCING,
+            )
+        # This delivery finished a claim (a resume or a takeover) that predates its own change.
+        found = self.announcer.record(run, ops)
+        if found is None or not found[0].published:
             return settled
-        return self._announced(spec, run, *settled, change, kind, actor, ops)
+        then = self._announced(spec, run, *found, change, kind, actor, ops)
+        if then.outcome is Outcome.AFTER_COMPLETION:
+            return settled
+        then.detail = f"{settled.detail}; then: {then.detail}"
+        return then
+
+    def _covered(
+        self, run: RunKey, record: Record, change: Change, kind: OutputKind, ops: StorageOps
+    ) -> bool:
+        """Whether the record's revision already says what this delivery says."""
+        try:
+            manifest = self.announcer.manifest(run, record, ops)
+        except NotTallys:
+            return False
+        known = Known(record.revision, manifest.state, manifest.generations())
+        return _matches(known, change, kind)
 
     def _announced(
         self,
@@ -381,20 +420,24 @@ class Handler:
         if self.coalescer is None or not spec.required_patterns:
             return self._scan(spec, run, "", ops)
         needed = sum(pattern.count for pattern in spec.required_patterns)
-        token = self.coalescer.turn(run.key, own, needed)
+        expected = spec.expects(own)
+        counted = own if isinstance(expected, ExpectedPattern) and expected.required else ""
+        token = self.coalescer.turn(run.key, counted, needed)
         if token is None:
             return Incomplete(
                 "a newer delivery of this run on this instance lists the run folder after this"
                 " output was written (coalesced listing)"
             )
         matched = None
+        listed: frozenset[str] = frozenset()
         try:
             entries = self._list_folder(run, ops)
             matched = pattern_matches(spec, entries)
+            listed = frozenset(entry.path for entry in entries)
             scan = Scan(spec, "", self.config.manifest_name, self.config.failure_marker)
             scan.feed(entries, None)
         finally:
-            self.coalescer.finish(run.key, token, matched)
+            self.coalescer.finish(run.key, token, matched, listed)
         assert scan.result is not None
         return scan.result
 
