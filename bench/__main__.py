@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, cpu, driver, reconcile, report
+from bench import coldstart, cpu, driver, reconcile, report, sharded
 from bench.bqsink import BigQuerySink
 from bench.realcloud import Model
 
@@ -139,9 +139,11 @@ def run_all(
     progress: Callable[[str], None] = _say,
     sink: Any = None,
     fresh_stack: Callable[[], AbstractContextManager[Any]] | None = None,
+    sharded_stack: Callable[[int], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
     """Every benchmark on an existing Stack; returns the results document. With `sink` (the
-    full run), the handler's event log goes to a BigQuerySink instead of bqemulator."""
+    full run), the handler's event log goes to a BigQuerySink instead of bqemulator. The
+    sharded runs start a platform per instance count with `sharded_stack` (else: `stack`)."""
     from bench import registry
 
     started = time.monotonic()
@@ -173,6 +175,17 @@ def run_all(
     results["e2e"]["event_log"] = "bqemulator, SQL" if sink is None else "sink (bench/bqsink.py)"
     results["summary"] = report.summarize(results["e2e"]["records"], model)
     results["reconcile"] = timed("reconcile", lambda: reconcile.run(quick, progress))
+    shards_plan = sharded.QUICK if quick else sharded.FULL
+    results["sharded"] = timed(
+        "sharded runs",
+        lambda: sharded.run(
+            shards_plan,
+            sharded_stack or (lambda _k: nullcontext(stack)),
+            results["e2e"]["tag"],
+            progress,
+            sink,
+        ),
+    )
     results["registry"] = timed("registry", lambda: registry.run(quick))
     results["registry_report"] = registry.report(results["registry"])
     progress(results["registry_report"])
@@ -193,10 +206,15 @@ def publish(results: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
     write_json(results_dir / "benchmarks.json", results)
     write_json(results_dir / "registry.json", results["registry"])
     write_json(results_dir / "reconcile.json", results["reconcile"])
+    write_json(results_dir / "sharded.json", results["sharded"])
     render(results)
 
 
 def render(results: dict[str, Any]) -> None:
+    for name in ("reconcile", "sharded"):  # sections kept in their own results files
+        path = RESULTS_DIR / f"{name}.json"
+        if results.get(name) is None and path.exists():
+            results[name] = json.loads(path.read_text())
     model = Model(**results["model"]["values"])
     results["summary"] = report.summarize(results["e2e"]["records"], model)
     for path in report.plots(results["summary"], model):
@@ -238,7 +256,17 @@ def main(argv: list[str] | None = None) -> int:
 
             with Stack(state_dir=ROOT / ".devstack" / "bench", environ=environ) as stack:
                 _say(f"local platform ready in {stack.timings['ready']:.1f} s")
-                results = run_all(stack, quick=False, sink=sink, fresh_stack=fresh)
+                results = run_all(
+                    stack,
+                    quick=False,
+                    sink=sink,
+                    fresh_stack=fresh,
+                    sharded_stack=lambda k: Stack(
+                        state_dir=ROOT / ".devstack" / f"bench-shards-{k}",
+                        instances=k,
+                        environ=environ,
+                    ),
+                )
     print("\n" + report.printed_table(results), flush=True)
     if args.quick:
         _say(f"written to {(RESULTS_DIR / 'quick.json').relative_to(ROOT)}")

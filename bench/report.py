@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import reconcile
+from bench import reconcile, sharded
 from bench.realcloud import Model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -536,6 +536,7 @@ def markdown(results: dict[str, Any]) -> str:
         results["registry_report"],
         "```",
         "",
+        *sharded.section(results.get("sharded"), model),
         *reconcile.section(results.get("reconcile")),
         "## Machine",
         "",

@@ -26,3 +26,5 @@ def test_quick_benchmark_runs_and_tally_announces_each_run_once(stack, tmp_path)
     assert tally, "no tally run was measured"
     assert [r["announcements"] for r in tally] == [1] * len(tally)
     assert results["cpu"]["sizes"] and results["cold_start"]["functions"]
+    sharded = results["sharded"]  # issue 14: a pattern of N outputs, coalesced listings
+    assert sharded and [r["announcements"] for r in sharded] == [1] * len(sharded)

@@ -1,0 +1,369 @@
+"""Sharded runs at scale (issue 14): 3 exact paths + a required glob pattern of N outputs.
+
+Per configuration (write order x handler instances x write pace), one run on a local platform
+with that many handler instances: the outputs written by WRITERS concurrent writers in the given
+order, as fast as they can or paced (a global rate), then measured from outside (the counting
+proxy in front of Storage: requests) and from the handler's own rows (list entries, per-delivery
+duration, handler time), and the time from the last write to the completion message.
+
+`today` is the same handler with coalescing off (TALLY_LISTING_QUIET_MS=off): every delivery
+lists the whole folder once the exact paths are present.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench import driver
+from bench.realcloud import Model
+
+WRITERS = 16
+PATTERN = "shards/part-*.parquet"
+EXACT = ("_SUCCESS_INPUTS.json", "metrics.json", "report.html")
+ORDERS = ("shuffled", "exact-first", "pattern-first", "sorted", "reverse-sorted")
+OFF_ENV = {"TALLY_LISTING_QUIET_MS": "off"}
+QUIET_S = 0.2  # tally_handler.coalesce.QUIET_S: the derived cloud figure's wait
+LIST_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    n: int
+    order: str
+    instances: int
+    pace: float | None  # writes per second, None: as fast as possible
+    design: str = "coalesced"  # or "today"
+
+    @property
+    def label(self) -> str:
+        pace = "full speed" if self.pace is None else f"{self.pace:g} writes/s"
+        return f"{self.design} N={self.n:,} {self.order} {self.instances} inst {pace}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    configs: tuple[Config, ...]
+
+
+def _matrix(n: int, instances: tuple[int, ...], paces: tuple[float | None, ...]) -> list[Config]:
+    return [Config(n, o, k, p) for k in instances for p in paces for o in ORDERS]
+
+
+FULL = Plan(
+    (
+        *_matrix(1000, (4,), (None,)),
+        *[Config(1000, o, 1, None) for o in ("shuffled", "exact-first")],
+        *[Config(1000, o, k, 100.0) for k in (1, 4) for o in ("exact-first", "shuffled")],
+        Config(1000, "exact-first", 4, None, "today"),  # where today's design still runs
+        Config(10000, "exact-first", 4, None),
+    )
+)
+QUICK = Plan((Config(100, "exact-first", 2, None),))  # on make test's platform (2 instances)
+
+
+def spec_for(tag: str, n: int) -> dict[str, Any]:
+    return {
+        "workflow": f"bench-shards-{tag}-n{n}",
+        "version": "1.0.0",
+        "description": f"3 exact outputs and {n} shards",
+        "expected_outputs": [{"path": p} for p in EXACT] + [{"pattern": PATTERN, "count": n}],
+    }
+
+
+def ordered(n: int, order: str, seed: int) -> list[str]:
+    shards = [f"shards/part-{i:05d}.parquet" for i in range(n)]
+    everything = [*EXACT, *shards]
+    if order == "shuffled":
+        random.Random(seed).shuffle(everything)
+        return everything
+    random.Random(seed).shuffle(shards)
+    if order == "exact-first":
+        return [*EXACT, *shards]
+    if order == "pattern-first":
+        return [*shards, *EXACT]
+    return sorted(everything, reverse=order == "reverse-sorted")
+
+
+def write(bucket: Any, prefix: str, paths: list[str], pace: float | None) -> float:
+    """Write in order with WRITERS threads; paced: the i-th write starts no sooner than i/pace."""
+    started = time.monotonic()
+    last = [0.0]
+    lock = threading.Lock()
+
+    def one(item: tuple[int, str]) -> None:
+        index, path = item
+        if pace is not None:
+            delay = started + index / pace - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        bucket.blob(prefix + path).upload_from_string(b"x")
+        done = time.time()
+        with lock:
+            last[0] = max(last[0], done)
+
+    with cf.ThreadPoolExecutor(WRITERS) as pool:
+        list(pool.map(one, enumerate(paths)))
+    return last[0]
+
+
+def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Config, index: int):
+    workflow, version = spec["workflow"], spec["version"]
+    run_id = f"run-{index:03d}-{c.order}"
+    paths = ordered(c.n, c.order, index)
+    tap, bridge = design.tap(), design.bridge()
+    tap.reset()
+    attempts_before = len(bridge.stats.attempts)
+    started = time.time()
+    last_write = write(design.bucket(), f"{workflow}/{version}/{run_id}/", paths, c.pace)
+    completions = driver._wait(
+        lambda: design.completions_for(workflow, version, run_id),
+        900,
+        f"the announcement of {run_id}",
+    )
+    latency = min(x.received_at for x in completions) - last_write
+    driver.settle(design, attempts_before, design.min_deliveries(len(paths)), 900)
+    rows = design.event_rows(workflow, version, run_id)
+    counts = dict(tap.counts)
+    durations = sorted(float(r["duration_ms"] or 0) for r in rows if r["outcome"] != "completed")
+    completing = [r for r in rows if r["outcome"] == "completed"]
+    own = driver.sum_event_rows(rows, last_write)
+    return {
+        **asdict(c),
+        "instances": getattr(stack, "instance_count", c.instances),
+        "label": c.label,
+        "platform": stack.describe(),
+        "write_seconds": last_write - started,
+        "latency_s": latency,
+        "announcements": len(design.completions_for(workflow, version, run_id)),
+        "deliveries": len(rows),
+        "outcomes": own.outcomes,
+        "list_entries": own.list_entries,
+        "lists": own.lists,
+        "reads": own.reads,
+        "writes": own.writes,
+        "requests": counts.get("read", 0) + counts.get("list", 0) + counts.get("write", 0),
+        "tap": counts,
+        "p99_delivery_ms": _p(durations, 0.99),
+        "p50_delivery_ms": _p(durations, 0.5),
+        "max_delivery_ms": durations[-1] if durations else 0.0,
+        "handler_s": sum(float(r["duration_ms"] or 0) for r in rows) / 1000,
+        "completing": {
+            "reads": int(completing[0]["storage_reads"] or 0),
+            "lists": int(completing[0]["storage_lists"] or 0),
+            "ms": float(completing[0]["duration_ms"] or 0),
+        }
+        if len(completing) == 1
+        else None,
+    }
+
+
+def _p(values: list[float], q: float) -> float:
+    return values[max(0, math.ceil(q * len(values)) - 1)] if values else 0.0
+
+
+def derived_cloud_s(record: dict[str, Any], model: Model) -> float | None:
+    """realcloud's model for the completing delivery, with its listing's key ranges in parallel:
+    notification + the quiet wait (coalesced) + (reads + pages in the longest range + claim) x
+    request + publish. A range holds about one page (split at the previous listing's every
+    1,000th name) and at most two, as the folder grew since: counted as 2 pages when N > 1,000."""
+    done = record.get("completing")
+    if not done:
+        return None
+    depth = done["lists"] if record["design"] == "today" else min(done["lists"], 2)
+    quiet = QUIET_S if record["design"] == "coalesced" else 0.0
+    return (
+        model.notification_s
+        + quiet
+        + (done["reads"] + depth + 1) * model.storage_request_s
+        + model.publish_s
+    )
+
+
+def run(
+    plan: Plan,
+    stack_for: Callable[[int], AbstractContextManager[Any]],
+    tag: str,
+    progress: Callable[[str], None],
+    sink: Any = None,
+) -> list[dict[str, Any]]:
+    """Every configuration, one platform per instance count (started by `stack_for`)."""
+    records: list[dict[str, Any]] = []
+    by_instances: dict[int, list[Config]] = {}
+    for c in plan.configs:
+        by_instances.setdefault(c.instances, []).append(c)
+    for instances, configs in sorted(by_instances.items()):
+        with stack_for(instances) as stack:
+            design = driver.TallyDesign(stack, sink)
+            registered: set[int] = set()
+            previous = dict(stack.handler_env)
+            current = "coalesced"
+            for index, c in enumerate(sorted(configs, key=lambda x: (x.design, x.n))):
+                if c.design != current:
+                    env = {**previous, **OFF_ENV} if c.design == "today" else previous
+                    progress(f"  restarting the handler: {c.design}")
+                    stack.restart_handler(env)
+                    current = c.design
+                spec = spec_for(tag, c.n)
+                if c.n not in registered:
+                    driver.register(stack, spec)
+                    registered.add(c.n)
+                record = run_one(stack, design, spec, c, index)
+                records.append(record)
+                progress(
+                    f"  {c.label}: {record['list_entries'] / c.n:,.1f} list entries and "
+                    f"{record['requests'] / c.n:.2f} requests per output, p99 delivery "
+                    f"{record['p99_delivery_ms']:,.0f} ms, completion {record['latency_s']:.2f} s,"
+                    f" {record['announcements']} announcement(s)"
+                )
+            if current != "coalesced":
+                stack.restart_handler(previous)
+    return records
+
+
+# -- the page --------------------------------------------------------------------------------
+
+GOALS = {
+    "list entries per output": 20.0,
+    "requests per output": 2.0,
+    "p99 delivery ms": 500.0,
+    "completion s": 2.0,
+    "derived cloud s": 1.0,
+}
+
+
+def _row_values(r: dict[str, Any], model: Model) -> dict[str, float | None]:
+    return {
+        "list entries per output": r["list_entries"] / r["n"],
+        "requests per output": r["requests"] / r["n"],
+        "p99 delivery ms": r["p99_delivery_ms"],
+        "completion s": r["latency_s"],
+        "derived cloud s": derived_cloud_s(r, model),
+    }
+
+
+def _met(r: dict[str, Any], model: Model) -> list[str]:
+    values = _row_values(r, model)
+    missed = [k for k, goal in GOALS.items() if values[k] is not None and values[k] > goal]
+    if r["announcements"] != 1:
+        missed.append(f"{r['announcements']} announcements")
+    return missed
+
+
+def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
+    """docs/benchmarks.md's section (empty without results)."""
+    if not records:
+        return []
+    plot_path = plot(records, model)
+    lines = [
+        "## Sharded runs (issue 14)",
+        "",
+        f"3 exact paths and a required pattern of N outputs (`{PATTERN}`), written by {WRITERS} "
+        "concurrent writers in the given order, as fast as they can or paced; one local platform "
+        "per handler instance count. *coalesced*: this handler (tally_handler/coalesce.py: one "
+        "listing per run in flight per instance, the newest waiting delivery owes it, a quiet "
+        f"window of {QUIET_S * 1000:.0f} ms, key ranges listed in parallel); *today*: the same "
+        "handler with coalescing off (every delivery lists the whole folder once the exact "
+        "paths are present), where it is still runnable. Requests: the counting proxy in front "
+        "of Storage (reads, list pages, writes); list entries, delivery times and handler time: "
+        "the handler's own event rows. p99 and max exclude the delivery that builds the "
+        "manifest. Completion: last write to the completion message, measured locally; "
+        "*cloud*: derived with bench/realcloud.py's assumptions (notification "
+        f"{model.notification_s * 1000:.0f} ms, {model.storage_request_s * 1000:.0f} ms per "
+        "request, publish), the completing delivery's quiet wait, reads, the pages of its longest "
+        "key range (at most 2) and its claim. Goals: ≤ 20 list entries and ≤ 2 requests per "
+        "output, p99 ≤ 500 ms, completion ≤ 2 s locally and ≤ 1 s derived, one announcement.",
+        "",
+        "| design | N | order | instances | writes | list entries / output | requests / output "
+        "| p99 / max delivery | handler time / run | completion | cloud (derived) "
+        "| announcements | goals missed |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in records:
+        v = _row_values(r, model)
+        pace = "full speed" if r["pace"] is None else f"{r['pace']:g}/s"
+        cloud = v["derived cloud s"]
+        lines.append(
+            f"| {r['design']} | {r['n']:,} | {r['order']} | {r['instances']} | {pace} "
+            f"| {v['list entries per output']:,.1f} | {v['requests per output']:.2f} "
+            f"| {r['p99_delivery_ms']:,.0f} / {r['max_delivery_ms']:,.0f} ms "
+            f"| {r['handler_s']:,.1f} s | {r['latency_s']:.2f} s "
+            f"| {'-' if cloud is None else f'{cloud:.2f} s'} | {r['announcements']} "
+            f"| {', '.join(_met(r, model)) or 'none'} |"
+        )
+    lines += ["", f"![Sharded runs: list entries per output](img/{plot_path.name})", ""]
+    lines += ["Alternatives measured or considered:", ""]
+    lines += [f"- {text}" for text in ALTERNATIVES]
+    lines.append("")
+    return lines
+
+
+ALTERNATIVES = (
+    "today's design (a whole-folder listing per delivery once the exact paths are present): "
+    "O(N²) entries. Issue 14 measured 506 list entries per output at N = 10,000 (1 instance, "
+    "exact paths first) and 1,017 at N = 2,000 (4 instances, 25 writes/s); at N = 1,000 on "
+    "this machine under a load average of 20 a single run did not finish within 4 minutes.",
+    "coalescing with a fixed 1 s interval and this instance's own counts (first version, same "
+    "machine, load average 12 to 20, N = 1,000): 1 instance 12.0 (exact-first, full speed), "
+    "5.0 (shuffled), 39.6 (exact-first, 100 writes/s) list entries per output; 4 instances "
+    "57.5 (full speed) and 115.7 (100 writes/s): each instance listed about once a second "
+    "while its deliveries had gaps over the quiet window, and a backlog of deliveries of "
+    "already-listed outputs made runs look urgent. Fixed: outputs already listed are no news, "
+    "the interval grows with the run's listing history, the estimate is scaled by the "
+    "instance's share.",
+    "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
+    "delivered here): unsafe with several instances, the run's last delivery may land on an "
+    "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
+    "a progress object per run in Storage (`_tally/...`: the latest listing's start and count, so "
+    "a delivery whose object predates a published listing start needs no listing): not built. "
+    "It needs an order between one object's write and another instance's listing start, which "
+    "Storage does not document (generations are per object; clocks differ), one read per "
+    "delivery (+1 request per output, within the 2 N budget at the 0.2 to 0.5 measured here) "
+    "and at most one write per second per run across instances. It is what would remove the "
+    "K factor of paced runs.",
+    "a delay queue (Cloud Tasks) to run the owed listing later: not needed, the wait stays "
+    "inside the newest delivery's request (Cloud Run gives no CPU outside requests), bounded by "
+    "the quiet window or the interval.",
+)
+
+
+def plot(records: list[dict[str, Any]], model: Model) -> Any:
+    """List entries per output and p99 delivery per configuration (log scale)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "img" / "bench-sharded.png"
+    labels = [
+        f"{r['design'][:5]} {r['n'] // 1000}k {r['order']} {r['instances']}i "
+        f"{'fast' if r['pace'] is None else 'paced'}"
+        for r in records
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.32 * len(records) + 1.5), sharey=True)
+    y = range(len(records))
+    left.barh(y, [r["list_entries"] / r["n"] for r in records], color="tab:blue")
+    left.axvline(GOALS["list entries per output"], color="red", linestyle="--", label="goal")
+    left.set_xscale("log")
+    left.set_xlabel("list entries per output")
+    left.set_yticks(list(y), labels, fontsize=7)
+    left.invert_yaxis()
+    left.legend(fontsize=7)
+    right.barh(y, [r["p99_delivery_ms"] for r in records], color="tab:orange")
+    right.axvline(GOALS["p99 delivery ms"], color="red", linestyle="--")
+    right.set_xscale("log")
+    right.set_xlabel("p99 delivery (ms)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
