@@ -58,11 +58,12 @@ $(PSTEST): devstack/pstest/main.go $(PSTEST_TREE)/.patched
 	cd devstack/pstest && GO111MODULE=off GOPATH=$(CURDIR)/$(PSTEST_GOPATH):/usr/share/gocode \
 	  GOCACHE=$(CURDIR)/$(BUILD)/gocache go build -o $(CURDIR)/$(PSTEST) main.go
 
-$(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt functions/event_handler/requirements.txt functions/registry/requirements.txt pyproject.toml functions/event_handler/pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	@# editable: the tally CLI reads bigquery/queries/ and functions/event_handler/ from the checkout
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# editable, both packages: the CLI (tally) and the event handler's code it runs (tally-handler)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+	  -e ./functions/event_handler -e .
 	@touch $@
 
 run: install  ## start the local platform, run the demo, keep serving until Ctrl-C
@@ -100,10 +101,11 @@ bench-quick: install  ## a smoke run of the benchmarks
 chaos: install  ## the chaos run at scale (1,000 runs), fuzzing and security checks
 	$(PY) -m tests.chaos --runs 1000
 
-fuzz: install  ## long fuzzing runs: schemathesis on the registry, hypothesis on the handler
+fuzz: install  ## long fuzzing runs: schemathesis on the registry, hypothesis on the handler and the announcement model
 	TALLY_SCHEMATHESIS_MAX_EXAMPLES=1000 TALLY_SCHEMATHESIS_MAX_TIME=300 \
 	  $(PY) -m pytest tests/integration/test_registry_http.py -k schemathesis
 	TALLY_FUZZ_EXAMPLES=1000 $(PY) -m pytest tests/integration/test_fuzz_handler.py
+	TALLY_MODEL_EXAMPLES=2000 TALLY_MODEL_RANDOM=1 $(PY) -m pytest tests/unit/test_announce_model.py
 
 docs: $(VENV)/.installed  ## regenerate terraform/README.md's variables and outputs tables
 	$(PY) tools/tfdoc.py terraform

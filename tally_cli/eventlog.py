@@ -12,7 +12,10 @@ from typing import Any
 from tally_cli.clients import Clients, dependency
 from tally_cli.errors import ConfigError
 
-QUERIES_DIR = Path(__file__).resolve().parent.parent / "bigquery" / "queries"
+# Installed, the queries ship inside the package (pyproject.toml maps bigquery/queries there);
+# in a checkout they are read where they are written.
+_PACKAGED = Path(__file__).resolve().parent / "queries"
+QUERIES_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "bigquery" / "queries"
 PARAM_TYPES = ("STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP")
 # `-- @param NAME TYPE [= DEFAULT]  description`: a parameter the query file declares.
 _PARAM = re.compile(

@@ -10,9 +10,7 @@ In process (`--local`, and always for `--dry-run`): the event handler's own code
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from tally_cli.clients import Clients, dependency
@@ -44,10 +42,12 @@ def queue_request(clients: Clients, prefix: str | None, every_run: bool = False)
 
 def handler_environment(settings: Settings) -> dict[str, str]:
     """The event handler's configuration (docs/design.md) from the CLI's settings."""
-    env = {
+    local = settings.storage_emulator or settings.pubsub_emulator or settings.bigquery_endpoint
+    return {
         "TALLY_PROJECT": settings.require("project"),
         "TALLY_OUTPUTS_BUCKET": settings.require("outputs_bucket"),
         "TALLY_REGISTRY_URL": settings.require("registry_url"),
+        "TALLY_REGISTRY_AUTH": "none" if local else "id-token",
         "TALLY_COMPLETIONS_TOPIC": settings.completions_topic,
         "TALLY_EVENTS_TABLE": settings.table("events"),
         "TALLY_RUNS_TABLE": settings.table("runs"),
@@ -55,30 +55,30 @@ def handler_environment(settings: Settings) -> dict[str, str]:
         "TALLY_MANIFEST_NAME": settings.manifest_name,
         "TALLY_FAILURE_MARKER": settings.failure_marker,
     }
-    if settings.storage_emulator or settings.pubsub_emulator or settings.bigquery_endpoint:
-        env["TALLY_REGISTRY_AUTH"] = "none"
-    for name, var in (
-        ("storage_emulator", "STORAGE_EMULATOR_HOST"),
-        ("pubsub_emulator", "PUBSUB_EMULATOR_HOST"),
-        ("bigquery_endpoint", "TALLY_BIGQUERY_ENDPOINT"),
-    ):
-        if getattr(settings, name):
-            env[var] = str(getattr(settings, name))
-    return env
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+def local_app(clients: Clients) -> Any:
+    """The event handler's App over this CLI's own clients (its emulators or credentials):
+    no environment variable is changed."""
+    from tally_handler import adapters
+    from tally_handler.app import App
+    from tally_handler.config import Config
+    from tally_handler.config import ConfigError as HandlerConfigError
+
     try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        config = Config.from_env(handler_environment(clients.settings))
+    except HandlerConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return App(
+        config,
+        storage=adapters.StorageGateway(config.project, clients.storage()),
+        publisher=adapters.CompletionPublisher(
+            config.project, config.completions_topic, clients.publisher()
+        ),
+        event_log=adapters.EventLog(
+            config.project, config.events_table, config.runs_table, clients.bigquery()
+        ),
+    )
 
 
 def run_locally(
@@ -90,22 +90,14 @@ def run_locally(
     every_run: bool = False,
 ) -> dict[str, Any]:
     """Reconcile in this process, page after page, until the walk is done."""
-    settings = clients.settings
     handler_code()
-    from tally_handler.app import App
-    from tally_handler.config import Config
-    from tally_handler.config import ConfigError as HandlerConfigError
     from tally_handler.delivery import Reconcile
 
     totals: dict[str, Any] = {"queued": False, "dry_run": dry_run, "examined": 0}
     totals.update({key: [] for key in REPORT_KEYS})
     token = None
-    env = handler_environment(settings)
-    with _environment(env), dependency(settings, "Storage"):
-        try:
-            app = App(Config.from_env(os.environ))
-        except HandlerConfigError as exc:
-            raise ConfigError(str(exc)) from None
+    with dependency(clients.settings, "Storage"):
+        app = local_app(clients)
         while True:
             request = Reconcile(prefix=prefix, page_token=token, every_run=every_run)
             report = app.reconcile_locally(request, max_runs, dry_run)

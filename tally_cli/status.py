@@ -14,29 +14,25 @@ the CLI judges "present" and "missing" exactly as the handler does.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally_cli.clients import Clients, dependency
-from tally_cli.config import CHECKOUT
 from tally_cli.errors import CheckFailed, ConfigError
 from tally_cli.eventlog import EventLog, plain
 from tally_cli.registry import Registry
 
-HANDLER_SOURCE = CHECKOUT / "functions" / "event_handler"
-
 
 def handler_code() -> None:
-    """Make the event handler's package importable (the CLI runs from a checkout)."""
-    if not (HANDLER_SOURCE / "tally_handler").is_dir():
+    """The event handler's package (tally-handler) is a dependency: say how to get it."""
+    try:
+        import tally_handler  # noqa: F401
+    except ModuleNotFoundError:
         raise ConfigError(
-            f"the event handler's code is not at {HANDLER_SOURCE}: run tally from a checkout "
-            "(pip install -e .)"
-        )
-    if str(HANDLER_SOURCE) not in sys.path:
-        sys.path.insert(0, str(HANDLER_SOURCE))
+            "the event handler's package (tally-handler) is not installed: pip install"
+            " ./functions/event_handler from a checkout of tally"
+        ) from None
 
 
 def parse_run(text: str) -> tuple[str, str, str]:

@@ -189,8 +189,11 @@ def test_failure_4_a_stuck_claim_shows_announcing_then_is_taken_over() -> None:
     assert result is not None and result.run_state is RunState.ANNOUNCING
     world.clock.advance(LEASE + 1)
     report = world.reconcile()
-    assert report is not None and report.announced == ["outs/wf/1/r1"]
-    assert len(world.contents_per_key()) == 1
+    # the takeover publishes the claimed bytes; the optional output written after the claim
+    # then makes revision 2 (the run has been quiet for longer than the window)
+    assert report is not None and report.announced == ["outs/wf/1/r1", "outs/wf/1/r1"]
+    assert [m[1]["revision"] for m in world.messages("r1")][-2:] == ["1", "2"]
+    assert all(len(contents) == 1 for contents in world.contents_per_key().values())
 
 
 def test_failure_5_a_cold_instance_says_after_completion_for_a_failed_run() -> None:

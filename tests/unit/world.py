@@ -85,6 +85,7 @@ class CrashingStorage(MemoryStorage):
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__(clock)
         self.crash_in: int | None = None
+        self.crash_after_publish = False
         self.on_change: Callable[[str, str, int, EventType, int | None], None] = (
             lambda bucket, name, generation, event, overwritten_by: None
         )
@@ -136,7 +137,10 @@ class CrashingPublisher(MemoryPublisher):
     def publish(self, data: bytes, attributes: dict[str, str]) -> str:
         self.storage.tick()
         message_id = super().publish(data, attributes)
-        self.storage.tick()  # a crash right after the publish: published, nothing else done
+        if self.storage.crash_after_publish:  # the claimant dies between publish and mark
+            self.storage.crash_after_publish = False
+            raise Crash("after the publish")
+        self.storage.tick()
         return message_id
 
 
@@ -256,9 +260,18 @@ class World:
         )
 
     # -- the platform ----------------------------------------------------------------------------
-    def deliver(self, delivery: Delivery, instance: int = 0, crash_after: int | None = None):
-        """One attempt; returns the Result, or None when the process crashed (not acknowledged)."""
+    def deliver(
+        self,
+        delivery: Delivery,
+        instance: int = 0,
+        crash_after: int | None = None,
+        crash_after_publish: bool = False,
+    ):
+        """One attempt; returns the Result, or None when the process crashed (not acknowledged).
+        ``crash_after``: Storage operations before the crash; ``crash_after_publish``: die right
+        after publishing an announcement (the window between publish and mark)."""
         self.storage.crash_in = crash_after
+        self.storage.crash_after_publish = crash_after_publish
         try:
             return self.handlers[instance].notification(delivery, StorageOps())
         except Crash:
@@ -266,6 +279,7 @@ class World:
             return None
         finally:
             self.storage.crash_in = None
+            self.storage.crash_after_publish = False
 
     def reconcile(
         self, instance: int = 0, crash_after: int | None = None, **request: Any

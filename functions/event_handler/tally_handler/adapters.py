@@ -58,15 +58,18 @@ def _entry(blob: Any, prefix: str) -> Entry:
 class StorageGateway:
     """Object reads, list pages and precondition-guarded writes, each counted in StorageOps."""
 
-    def __init__(self, project: str) -> None:
-        from google.cloud import storage
+    def __init__(self, project: str, client: Any = None) -> None:
+        """``client``: a google.cloud.storage.Client built elsewhere (the CLI's), else one here."""
+        if client is None:
+            from google.cloud import storage
 
-        kwargs: dict[str, Any] = {"project": project}
-        if os.environ.get(STORAGE_EMULATOR_HOST):
-            from google.auth.credentials import AnonymousCredentials
+            kwargs: dict[str, Any] = {"project": project}
+            if os.environ.get(STORAGE_EMULATOR_HOST):
+                from google.auth.credentials import AnonymousCredentials
 
-            kwargs["credentials"] = AnonymousCredentials()
-        self._client = storage.Client(**kwargs)
+                kwargs["credentials"] = AnonymousCredentials()
+            client = storage.Client(**kwargs)
+        self._client = client
         from google.api_core import exceptions
 
         self._exceptions = exceptions
@@ -275,12 +278,14 @@ class RegistryClient:
 
 
 class CompletionPublisher:
-    def __init__(self, project: str, topic: str) -> None:
-        from google.cloud import pubsub_v1
+    def __init__(self, project: str, topic: str, client: Any = None) -> None:
+        if client is None:
+            from google.cloud import pubsub_v1
 
-        self._client = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.005, max_messages=100)
-        )
+            client = pubsub_v1.PublisherClient(
+                batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.005, max_messages=100)
+            )
+        self._client = client
         self._topic = self._client.topic_path(project, topic)
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> str:
@@ -293,19 +298,24 @@ class CompletionPublisher:
 class EventLog:
     """Streaming inserts into the events and runs tables, with deterministic insert ids."""
 
-    def __init__(self, project: str, events_table: str, runs_table: str) -> None:
+    def __init__(
+        self, project: str, events_table: str, runs_table: str, client: Any = None
+    ) -> None:
         from google.api_core.retry import Retry
-        from google.cloud import bigquery
 
-        kwargs: dict[str, Any] = {"project": project}
-        endpoint = os.environ.get(BIGQUERY_ENDPOINT)
-        if endpoint:
-            from google.auth.credentials import AnonymousCredentials
+        if client is None:
+            from google.cloud import bigquery
 
-            kwargs.update(
-                credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
-            )
-        self._client = bigquery.Client(**kwargs)
+            kwargs: dict[str, Any] = {"project": project}
+            endpoint = os.environ.get(BIGQUERY_ENDPOINT)
+            if endpoint:
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs.update(
+                    credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+                )
+            client = bigquery.Client(**kwargs)
+        self._client = client
         # The client would retry for 10 minutes; a short deadline lets Pub/Sub redeliver instead.
         self._retry = Retry(initial=0.1, maximum=1.0, timeout=8.0)
         self.events_table = events_table

@@ -172,14 +172,15 @@ class Announcer:
     ) -> Result | tuple[Record, int]:
         """Announce revision 1 of a run found complete (or failed).
 
-        Returns the Result of this announcement, or the published record already in place (the
-        caller compares it with its own object: a duplicate, or a change)."""
+        Returns the Result of this announcement, or the record already in place with its
+        generation (the caller settles it: resume, take over or wait, then compares it with its
+        own object: a duplicate, or a change)."""
         if verdict.manifest is not None:
             found = self._manifest_in_place(run, ops)
             if isinstance(found, Result):
                 return found
             if found is not None:
-                return self.settle(run, *found, actor, outcome, ops)
+                return found
         manifest = self._build(run, verdict, 1, None, actor, ops)
         record = Record(1, ClaimStatus.CLAIMED, manifest.claim, manifest.to_bytes())
         try:
@@ -192,7 +193,7 @@ class Announcer:
                     "the announcement record vanished during the claim; Pub/Sub redelivers",
                     run_key=run,
                 )
-            return self.settle(run, *found, actor, outcome, ops)
+            return found  # claimed first by another delivery (or an earlier attempt)
         self.config.faults.maybe_fail("after_claim")
         return self._finish(run, record, generation, outcome, ops)
 

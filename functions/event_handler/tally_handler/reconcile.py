@@ -254,6 +254,15 @@ def _reconcile_recorded(
     settled = announcer.settle(run, record, generation, actor, Outcome.RECONCILED, ops)
     if isinstance(settled, Result):
         _note(report, run, settled)
+        if settled.run_state is RunState.ANNOUNCING:
+            return  # being announced: it stays in the open-run index
+        found = announcer.record(run, ops)  # finished a claim: the bucket may have moved on
+        if found is None or not found[0].published:
+            return
+        record, generation = found
+        result = announcer.review(run, spec, record, generation, None, actor, ops)
+        if result.outcome is not Outcome.AFTER_COMPLETION:
+            _note(report, run, result)
         return
     record, generation = settled
     result = announcer.review(run, spec, record, generation, None, actor, ops)
