@@ -16,7 +16,9 @@ below lets one delivery's listing cover the others of its instance:
   outputs keep arriving nobody lists), and not sooner than ``interval_s`` after the previous
   listing of the run on this instance started;
 - the interval grows with the time since the run's first listing on the instance (half of it,
-  1 s to 8 s), so a long run costs O(log duration) listings per instance, not O(duration);
+  1 s to 8 s): a run that never goes quiet on an instance costs it about one listing per 8 s
+  once it is older than 16 s (the cap keeps the newest delivery's wait, and the completion when
+  the estimate below misses, within 8 s);
 - urgent: a delivery that may complete the run, as far as this instance can tell, skips the
   quiet window and the interval, so the run's last delivery lists at once. The estimate: the
   previous listing's matches plus the distinct outputs delivered here since (not listed by it),
