@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import random
+import time
 from typing import Any
 
 from devstack import sample
@@ -88,12 +89,24 @@ def record(stack: Any, prefix: str) -> dict[str, Any] | None:
     return None if blob is None else json.loads(blob.download_as_bytes())
 
 
-def wait_idle(stack: Any, timeout: float = 60) -> None:
-    """The bridge has nothing in flight or waiting, several times in a row."""
+def wait_idle(stack: Any, timeout: float = 900, stall: float | None = None) -> None:
+    """The bridge has nothing in flight or waiting, several times in a row.
+
+    A loaded machine is slow, not stuck: this fails when no delivery attempt has ended for
+    `stall` seconds while work remains (default: 90 s, or twice the longest backoff), or after
+    `timeout` in all."""
+    stall = stall or max(90.0, 2 * stack.max_backoff)
     streak = {"n": 0}
+    progress = {"attempts": len(stack.bridge.stats.attempts), "at": time.monotonic()}
 
     def quiet() -> bool:
-        streak["n"] = streak["n"] + 1 if stack.bridge.idle() else 0
+        attempts = len(stack.bridge.stats.attempts)
+        if attempts != progress["attempts"]:
+            progress.update(attempts=attempts, at=time.monotonic())
+        idle = stack.bridge.idle()
+        if not idle and time.monotonic() - progress["at"] > stall:
+            raise TimeoutError(f"the push bridge made no delivery attempt for {stall:.0f} s")
+        streak["n"] = streak["n"] + 1 if idle else 0
         return streak["n"] >= 10
 
     poll(quiet, timeout=timeout, interval=0.05, message="the push bridge to go idle")
