@@ -56,6 +56,7 @@ class ReconcileReport:
     blocked: list[str] = field(default_factory=list)
     already_announced: int = 0
     unknown: list[str] = field(default_factory=list)
+    indexed: bool = False  # the runs came from the open-run index
     next_page_token: str | None = None
     results: list[tuple[RunKey, Result]] = field(default_factory=list)
 
@@ -93,6 +94,8 @@ def _walk(handler: Handler, bucket: str, here: str, want: str, levels: int, ops:
     while True:
         prefixes, token = handler.storage.list_prefixes(bucket, here, token, ops, LIST_PAGE)
         for child in prefixes:
+            if not here and child == TALLY_FOLDER:
+                continue  # tally's bucket-level folder (the open-run index) holds no runs
             # Only descend where the requested prefix and this folder overlap.
             if child.startswith(want) or want.startswith(child):
                 yield from _walk(handler, bucket, child, want, levels - 1, ops)
@@ -113,6 +116,10 @@ def open_runs(handler: Handler, bucket: str, ops: StorageOps) -> Iterator[str]:
             return
 
 
+def _from_index(request: Reconcile) -> bool:
+    return request.workflow is None and request.prefix is None and not request.every_run
+
+
 def _runs(handler: Handler, bucket: str, request: Reconcile, ops: StorageOps) -> Iterator[str]:
     if request.workflow is not None and request.version is not None:
         prefix = handler.layout.version_prefix(request.workflow, request.version)
@@ -123,6 +130,7 @@ def _runs(handler: Handler, bucket: str, request: Reconcile, ops: StorageOps) ->
     elif request.prefix is not None or request.every_run:
         yield from run_prefixes(handler, bucket, request.prefix, ops)
     else:
+        assert _from_index(request)
         yield from open_runs(handler, bucket, ops)
 
 
@@ -138,7 +146,9 @@ def reconcile_runs(
 ) -> ReconcileReport:
     now = now or datetime.now(UTC)
     actor = Actor(delivery.delivery_id, claimant_of(delivery), last_attempt=True)
-    report = ReconcileReport()
+    # Only a run read from the open-run index has an entry to remove (a walk would otherwise
+    # delete a missing object for every announced run).
+    report = ReconcileReport(indexed=_from_index(request))
     for run_prefix in _runs(handler, bucket, request, ops):
         if request.page_token and run_prefix <= request.page_token:
             continue
@@ -186,7 +196,7 @@ def _reconcile_run(
         return
     entries = announcer.list_run(run, ops)
     if not entries:
-        if not dry_run:
+        if not dry_run and report.indexed:
             announcer.close(run, ops)
         return
     config = handler.config
@@ -274,7 +284,8 @@ def _reconcile_recorded(
         _note(report, run, restored)
     else:
         report.already_announced += 1
-    announcer.close(run, ops)
+    if report.indexed:
+        announcer.close(run, ops)
 
 
 def _note(report: ReconcileReport, run: RunKey, result: Result) -> None:
