@@ -13,9 +13,13 @@ from tests.conftest import poll
 
 
 def register(stack: Any, spec: dict[str, Any]) -> None:
-    """Register a workflow version over HTTP, as an authorised writer."""
+    """Register a workflow version over HTTP, as an authorised writer, and let the reconcile
+    request the registration publishes be handled first: a test's runs are then announced by
+    their own deliveries, not by that reconciliation racing them."""
     resp = stack.register(spec)
     assert resp.status_code in (200, 201), resp.text
+    if resp.headers.get("Tally-Reconcile") == "requested":
+        wait_idle(stack)
 
 
 def spec_with(workflow: str, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
