@@ -282,7 +282,7 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
         "output, p99 ≤ 500 ms, completion ≤ 2 s locally and ≤ 1 s derived, one announcement.",
         "",
         "| design | N | order | instances | writes | list entries / output | requests / output "
-        "| p99 / max delivery | handler time / run | completion | cloud (derived) "
+        "| p50 / p99 / max delivery | handler time / run | completion | cloud (derived) "
         "| announcements | goals missed |",
         "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -293,11 +293,14 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
         lines.append(
             f"| {r['design']} | {r['n']:,} | {r['order']} | {r['instances']} | {pace} "
             f"| {v['list entries per output']:,.1f} | {v['requests per output']:.2f} "
-            f"| {r['p99_delivery_ms']:,.0f} / {r['max_delivery_ms']:,.0f} ms "
+            f"| {r['p50_delivery_ms']:,.0f} / {r['p99_delivery_ms']:,.0f} / "
+            f"{r['max_delivery_ms']:,.0f} ms "
             f"| {r['handler_s']:,.1f} s | {r['latency_s']:.2f} s "
             f"| {'-' if cloud is None else f'{cloud:.2f} s'} | {r['announcements']} "
             f"| {', '.join(_met(r, model)) or 'none'} |"
         )
+    notes = sorted({r["note"] for r in records if r.get("note")})
+    lines += [f"Note: {note}." for note in notes]
     lines += ["", f"![Sharded runs: list entries per output](img/{plot_path.name})", ""]
     from bench import sharded_sim
 
