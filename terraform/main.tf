@@ -21,6 +21,7 @@ locals {
     object_events                   = "${var.prefix}-object-events"
     push                            = "${var.prefix}-push"
     reconcile                       = "${var.prefix}-reconcile"
+    reconcile_every_run             = "${var.prefix}-reconcile-every-run"
     registry                        = "${var.prefix}-registry"
     run_completions                 = "${var.prefix}-run-completions"
   }

@@ -273,8 +273,18 @@ variable "project_id" {
   }
 }
 
+variable "reconcile_every_run_schedule" {
+  description = "Cron schedule (UTC) of the reconcile request that walks every run folder, finding runs none of whose notifications arrived; its cost grows with the runs in the bucket. null creates no job."
+  type        = string
+  default     = "17 3 * * *"
+  validation {
+    condition     = var.reconcile_every_run_schedule == null ? true : length(split(" ", trimspace(var.reconcile_every_run_schedule))) == 5
+    error_message = "reconcile_every_run_schedule must be null or a five-field cron schedule, e.g. \"17 3 * * *\" (daily at 03:17 UTC)."
+  }
+}
+
 variable "reconcile_interval_minutes" {
-  description = "Minutes between two reconcile requests published by Cloud Scheduler; null creates no scheduler job."
+  description = "Minutes between two reconcile requests (the runs that may be open) published by Cloud Scheduler; null creates no scheduler job."
   type        = number
   default     = 60
   validation {

@@ -318,8 +318,30 @@ def test_scheduler_publishes_the_reconcile_request(module: tfmodel.Module) -> No
     assert same_expr(job["count"], "${var.reconcile_interval_minutes == null ? 0 : 1}")
     grant = module.resource("google_pubsub_topic_iam_member", "scheduler_agent_object_events")
     assert same_expr(grant["member"], "${local.service_agents.scheduler}")
-    assert same_expr(grant["count"], job["count"])
+    assert same_expr(
+        grant["count"],
+        "${var.reconcile_interval_minutes == null && var.reconcile_every_run_schedule == null"
+        " ? 0 : 1}",
+    )
     assert module.variables["reconcile_interval_minutes"]["default"] == 60
+
+
+def test_a_scheduled_walk_of_every_run_finds_runs_whose_notifications_were_all_lost(
+    module: tfmodel.Module,
+) -> None:
+    """The frequent request visits the open-run index only; the handler walks every run folder
+    when a request carries all=true (the attribute its parser reads)."""
+    from tally_handler.delivery import parse_delivery
+
+    job = module.resource("google_cloud_scheduler_job", "reconcile_every_run")
+    target = block(job, "pubsub_target")
+    attributes = obj(target["attributes"])
+    assert attributes == {"tally-request": "reconcile", "all": "true"}
+    assert same_expr(target["topic_name"], "${google_pubsub_topic.object_events.id}")
+    assert module.variables["reconcile_every_run_schedule"]["default"] == "17 3 * * *"
+    envelope = {"message": {"messageId": "1", "attributes": attributes, "data": ""}}
+    delivery = parse_delivery(json.dumps(envelope).encode(), {}, 5)
+    assert delivery.reconcile is not None and delivery.reconcile.every_run
 
 
 # --- function source archives ---------------------------------------------------------------------
