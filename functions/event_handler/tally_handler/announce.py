@@ -227,13 +227,7 @@ class Announcer:
         if action is Action.TAKE_OVER:
             taken = replace(record, claim=Claim.at(actor.delivery_id, actor.claimant, now))
             try:
-                generation = self.storage.write(
-                    run.bucket,
-                    run.prefix + RECORD_NAME,
-                    taken.to_bytes(),
-                    ops,
-                    if_generation_match=generation,
-                )
+                generation = self._write_record(run, taken, generation, ops)
             except PreconditionFailed:
                 return Result(
                     Outcome.AFTER_COMPLETION,
@@ -486,10 +480,13 @@ class Announcer:
             assert small.outputs_object is not None
             self.storage.write(run.bucket, run.prefix + small.outputs_object, lists, ops)
             record = replace(record, manifest=small.to_bytes())
-        generation = self.storage.write(
+        return record, self._write_record(run, record, over, ops)
+
+    def _write_record(self, run: RunKey, record: Record, over: int, ops: StorageOps) -> int:
+        """Every write of the record carries the generation it replaces (0: none yet)."""
+        return self.storage.write(
             run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=over
         )
-        return record, generation
 
     def _finish(
         self, run: RunKey, record: Record, generation: int, outcome: Outcome, ops: StorageOps
@@ -513,13 +510,7 @@ class Announcer:
             manifest_generation=manifest_generation,
         )
         try:
-            self.storage.write(
-                run.bucket,
-                run.prefix + RECORD_NAME,
-                published.to_bytes(),
-                ops,
-                if_generation_match=generation,
-            )
+            self._write_record(run, published, generation, ops)
         except PreconditionFailed:
             return Result(
                 outcome,
@@ -604,9 +595,7 @@ class Announcer:
             manifest_generation=found[1] if published else None,
         )
         try:
-            generation = self.storage.write(
-                run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=0
-            )
+            generation = self._write_record(run, record, 0, ops)
         except PreconditionFailed:
             return self.record(run, ops)
         return record, generation
