@@ -151,7 +151,10 @@ def demo(stack: Stack, seed: int = 7, pause: float = 0.3) -> bool:
     version = spec["version"]
     run_id = time.strftime("demo-%Y%m%d-%H%M%S")
     prefix = f"{DEMO_WORKFLOW}/{version}/{run_id}/"
-    paths = sample.shuffled(sample.output_paths(spec), random.Random(seed))
+    # Optional outputs first: written after the run completes, one would make a revision 2.
+    required = sample.output_paths(spec, include_optional=False)
+    optional = [p for p in sample.output_paths(spec) if p not in required]
+    paths = optional + sample.shuffled(required, random.Random(seed))
     wrote_at = _write_run(stack, prefix, paths, seed, pause)
     completions = _follow(stack, version, run_id, expected_rows=len(paths) + 1)
 

@@ -47,6 +47,7 @@ __all__ = ["Completion", "Stack", "StackError"]
 
 PSTEST = ROOT / ".build" / "pstest"
 REGISTRY_WRITER = "writer@tally.test"
+REVISION_QUIET_SECONDS = 30  # the handler's default (TALLY_REVISION_QUIET_SECONDS), in the cloud
 
 
 def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: str) -> list[str]:
@@ -525,6 +526,9 @@ class Stack:
             "TALLY_EVENTS_TABLE": self.names.table("events"),
             "TALLY_RUNS_TABLE": self.names.table("runs"),
             "TALLY_MAX_DELIVERY_ATTEMPTS": str(self.max_attempts),
+            # The quiet window before a revision is measured against the push retries' span,
+            # so it scales with them (30 s in the cloud against retries of 10 to 600 s).
+            "TALLY_REVISION_QUIET_SECONDS": f"{REVISION_QUIET_SECONDS * self.time_factor:g}",
             "STORAGE_EMULATOR_HOST": self.storage_tap.url,
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
             "TALLY_BIGQUERY_ENDPOINT": self.bigquery_tap.url,

@@ -114,3 +114,25 @@ def wait_idle(stack: Any, timeout: float = 900, stall: float | None = None) -> N
         return streak["n"] >= 10
 
     poll(quiet, timeout=timeout, interval=0.05, message="the push bridge to go idle")
+
+
+def announced_as_written(stack: Any, workflow: str, run_id: str, paths: set[str]) -> None:
+    """One content per key, and the latest revision lists every output written: a run announced
+    before its optional output landed (parallel writers decide) gets revision 2 for it."""
+
+    def latest():
+        completions = stack.completions.for_run(workflow, "1.0.0", run_id)
+        return max(completions, key=lambda c: int(c.attributes["revision"]))
+
+    poll(
+        lambda: {o["path"] for o in latest().manifest["outputs"]} == paths,
+        timeout=60,
+        message=f"{run_id}'s latest revision to list every output written",
+    )
+    contents: dict[str, set[str]] = {}
+    for c in stack.completions.for_run(workflow, "1.0.0", run_id):
+        contents.setdefault(c.attributes["idempotency_key"], set()).add(
+            json.dumps(c.manifest, sort_keys=True)
+        )
+    assert all(len(c) == 1 for c in contents.values()), f"{run_id}: two contents under one key"
+    assert len(contents) <= 2, f"{run_id}: {len(contents)} revisions for one late output"
