@@ -521,7 +521,10 @@ class Announcer:
                 run_state=RunState.ANNOUNCING,
             )
         self.config.faults.maybe_fail("after_mark")
-        self.close(run, ops)
+        if manifest_generation is None:
+            self.ensure_open(run, ops)  # reconciliation restores output.json
+        else:
+            self.close(run, ops)
         self.remember(run, Known(record.revision, manifest.state, manifest.generations()))
         return Result(
             outcome,
@@ -536,31 +539,24 @@ class Announcer:
     def _write_manifest(
         self, run: RunKey, record: Record, ops: StorageOps
     ) -> tuple[int | None, str]:
-        """Step 4: ``output.json`` becomes a copy of the revision's bytes, unless a foreign
-        object sits there (then it stays, and the detail says so)."""
+        """Step 4: ``output.json`` becomes a copy of the revision's bytes. Once a revision is
+        claimed the name is tally's (a foreign object there blocked the claim): whatever was
+        written there since (a user's edit, an earlier revision) is replaced."""
         name = run.prefix + self.config.manifest_name
         over = 0
         for _ in range(3):
             try:
-                return (
-                    self.storage.write(
-                        run.bucket, name, record.manifest, ops, if_generation_match=over
-                    ),
-                    "",
+                written = self.storage.write(
+                    run.bucket, name, record.manifest, ops, if_generation_match=over
                 )
             except PreconditionFailed:
                 found = self.storage.download(run.bucket, name, ops)
-                if found is None:
-                    over = 0
-                    continue
-                if found[0] == record.manifest:
+                if found is not None and found[0] == record.manifest:
                     return found[1], ""
-                try:
-                    Manifest.from_bytes(found[0], run)
-                except NotTallys as exc:
-                    return None, f"; {name} was left in place: {exc}"
-                over = found[1]  # an earlier revision's manifest: replace it
-        return None, f"; {name} kept changing: reconciliation restores it"
+                over = 0 if found is None else found[1]
+                continue
+            return written, ""
+        return None, f"; {name} kept changing: the run stays in the open-run index"
 
     def _manifest_in_place(
         self, run: RunKey, ops: StorageOps
