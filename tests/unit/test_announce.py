@@ -299,3 +299,14 @@ def test_a_deleted_record_is_rebuilt_from_output_json_never_announced_again() ->
     assert len(world.publisher.messages) == 1
     record = world.record("r1")
     assert record is not None and record.status is ClaimStatus.PUBLISHED
+
+
+def test_a_broken_record_blocks_the_run_and_is_acknowledged() -> None:
+    """A record someone overwrote with garbage is a permanent problem: BLOCKED, never 503."""
+    world = World()
+    complete_run(world)
+    world.storage.put(BUCKET, "wf/1/r1/_tally/announcement.json", b"garbage")
+    world.restart(0)
+    result = world.deliver(world.write("r1", "notes.txt"))
+    assert outcome(result) is Outcome.BLOCKED and result.outcome.acknowledged  # type: ignore[union-attr]
+    assert "announcement" in result.detail  # type: ignore[union-attr]

@@ -177,9 +177,7 @@ class Announcer:
         own object: a duplicate, or a change)."""
         if verdict.manifest is not None:
             found = self._manifest_in_place(run, ops)
-            if isinstance(found, Result):
-                return found
-            if found is not None:
+            if found is not None:  # blocked by a foreign object, or a record adopted or in place
                 return found
         manifest = self._build(run, verdict, 1, None, actor, ops)
         record = Record(1, ClaimStatus.CLAIMED, manifest.claim, manifest.to_bytes())

@@ -159,7 +159,7 @@ class Handler:
         run = self.layout.run_key(n.bucket, run_output)
         try:
             result = self._notification(delivery, n, run_output, run, ops)
-        except UnsatisfiableSpec as exc:  # permanent: acknowledged and logged, never retried
+        except (UnsatisfiableSpec, NotTallys) as exc:  # permanent: logged, never retried
             result = Result(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
         result.run_output = run_output
         result.run_key = result.run_key or run
