@@ -51,6 +51,7 @@ from tally_handler.manifest import (
 from tally_handler.outcomes import Outcome, Result, RunState
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.rows import StorageOps, run_row
+from tally_handler.spec import Spec
 
 OPEN_INDEX = TALLY_FOLDER + "open/"  # bucket level: one empty object per run that may be open
 FAILURE_REASON_BYTES = 4096
@@ -241,7 +242,7 @@ class Announcer:
     def review(
         self,
         run: RunKey,
-        spec: Any,
+        spec: Spec,
         record: Record,
         generation: int,
         change: Change | None,
