@@ -48,8 +48,9 @@ LEASE = 600
 QUIET = 30
 
 
-class Crash(Exception):
-    """The process died here: nothing after this point of the delivery happens."""
+class Crash(BaseException):
+    """The process died here: nothing after this point of the delivery happens (a
+    BaseException, so that no `except Exception` in the code can swallow a death)."""
 
 
 def config(**overrides: str) -> Config:

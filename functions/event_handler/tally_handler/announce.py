@@ -473,7 +473,11 @@ class Announcer:
     def _claim(
         self, run: RunKey, manifest: Manifest, record: Record, over: int, ops: StorageOps
     ) -> tuple[Record, int]:
-        """Step 1; a manifest over 4 MiB first moves its lists to a content-addressed object."""
+        """Step 1; a manifest over 4 MiB first moves its lists to a content-addressed object.
+
+        The run enters the open-run index first: a claimant that dies for good (its message
+        dead-lettered, no other delivery to come) leaves a claim reconciliation still finds."""
+        self.ensure_open(run, ops)
         small, lists = split_manifest(manifest)
         if lists is not None:
             assert small.outputs_object is not None
