@@ -8,7 +8,9 @@ servers and keep the function's cold start small:
 - ``layout``: object name <-> run output, run keys and prefixes;
 - ``spec``: a workflow version's expected outputs, as the registry returns them;
 - ``completeness``: the listing state machine that decides whether a run is complete;
-- ``manifest``: the manifest tally writes in a run folder, and the completion message attributes;
+- ``manifest``: the manifest (one revision's announced bytes) and the announcement record;
+- ``announce``: the announcement protocol (claim, publish, log, write, mark; revisions) over
+  ``ports``, with in-memory doubles in ``memory`` and the exception tree in ``errors``;
 - ``rows``: BigQuery rows for the ``events`` and ``runs`` tables;
 - ``faults``: test-only fault injection;
 - ``config``: configuration read once from the environment.
