@@ -21,6 +21,7 @@ locals {
     delivery_storage_ops = "logging.googleapis.com/user/${var.prefix}-delivery-storage-operations"
     runs_failed          = "logging.googleapis.com/user/${var.prefix}-runs-failed"
     runs_stalled         = "logging.googleapis.com/user/${var.prefix}-runs-stalled"
+    completion_latency   = "logging.googleapis.com/user/${var.prefix}-completion-latency"
   }
 }
 
@@ -68,6 +69,27 @@ resource "google_logging_metric" "delivery_storage_ops" {
       num_finite_buckets = 16
       growth_factor      = 2
       scale              = 1
+    }
+  }
+}
+
+resource "google_logging_metric" "completion_latency" {
+  count       = local.monitoring
+  project     = var.project_id
+  name        = "${var.prefix}-completion-latency"
+  description = "tally: seconds from a run's first output to the claim of its announcement (each revision)."
+  filter      = "${local.handler_log_filter} AND jsonPayload.completion_seconds:*"
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "s"
+  }
+  value_extractor = "EXTRACT(jsonPayload.completion_seconds)"
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 20
+      growth_factor      = 2
+      scale              = 0.1
     }
   }
 }
@@ -324,6 +346,11 @@ locals {
       aligner = "ALIGN_PERCENTILE_99", reducer = "REDUCE_MAX", group_by = []
     },
     {
+      title   = "Completion latency, p50 and p99 (s)"
+      filter  = "metric.type=\"${local.log_metric_types.completion_latency}\" resource.type=\"cloud_run_revision\""
+      aligner = "ALIGN_PERCENTILE_99", reducer = "REDUCE_MAX", group_by = []
+    },
+    {
       title   = "Dead letters waiting"
       filter  = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.label.subscription_id=one_of(${join(", ", [for s in local.dead_letter_subscriptions : "\"${s}\""])})"
       aligner = "ALIGN_MAX", reducer = "REDUCE_SUM", group_by = ["resource.label.subscription_id"]
@@ -382,7 +409,7 @@ resource "google_monitoring_dashboard" "tally" {
           width  = 12
           height = 2
           widget = {
-            title = "Completion latency"
+            title = "Completion latency in BigQuery"
             text = {
               format  = "MARKDOWN"
               content = "Time from a run's first output to its announcement is in BigQuery: view `${local.dataset_ref}.completion_latency` (p50/p90/p99 per day and workflow), `tally query slowest_runs`. Runbook: ${local.runbook}."

@@ -86,6 +86,7 @@ def sample_row() -> dict[str, Any]:
     samples = {"STRING": "x", "INTEGER": 3, "FLOAT": 1.5, "BOOLEAN": True, "TIMESTAMP": "2025"}
     row = {c["name"]: samples.get(c["type"], "x") for c in json.loads(SCHEMA.read_text())}
     row.update(workflow="rna-seq", version="2.0.0", run_id="s-42", output_path="a.txt")
+    row["completion_seconds"] = 2.5  # on announcements' lines only (app._with_latency)
     return row
 
 

@@ -310,3 +310,24 @@ def test_a_broken_record_blocks_the_run_and_is_acknowledged() -> None:
     result = world.deliver(world.write("r1", "notes.txt"))
     assert outcome(result) is Outcome.BLOCKED and result.outcome.acknowledged  # type: ignore[union-attr]
     assert "announcement" in result.detail  # type: ignore[union-attr]
+
+
+def test_an_announcement_logs_its_completion_latency() -> None:
+    """The log-based completion latency metric (terraform/monitoring.tf) extracts this field."""
+    import contextlib
+    import io
+
+    from tally_handler import app
+
+    world = World()
+    world.deliver(world.write("r1", "a.txt"))
+    world.clock.advance(12)
+    results = [world.deliver(world.write("r1", path)) for path in REQUIRED[1:]]
+    announced = results[-1]
+    assert outcome(announced) is Outcome.COMPLETED
+    assert announced.completion_seconds == 12.0  # type: ignore[union-attr]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        app._log("NOTICE", "x", app._with_latency({"outcome": "completed"}, announced))  # type: ignore[arg-type]
+    assert json.loads(out.getvalue())["completion_seconds"] == 12.0
+    assert results[0].completion_seconds is None  # type: ignore[union-attr]

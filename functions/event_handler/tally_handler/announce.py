@@ -531,7 +531,8 @@ class Announcer:
         self.remember(run, Known(record.revision, manifest.state, manifest.generations()))
         return Result(
             outcome,
-            f"announced {manifest.state} revision {record.revision} with"
+            completion_seconds=_completion_seconds(manifest),
+            detail=f"announced {manifest.state} revision {record.revision} with"
             f" {manifest.outputs_count} outputs (idempotency key {manifest.idempotency_key})"
             + note,
             run_key=run,
@@ -613,6 +614,14 @@ class Announcer:
         if found is None:
             return "the failure marker was removed"
         return found[0].decode("utf-8", errors="replace").strip() or "no reason given"
+
+
+def _completion_seconds(manifest: Manifest) -> float | None:
+    """From the run's first output to the claim (the log-based completion latency metric)."""
+    if manifest.first_output_time is None:
+        return None
+    delta = _parse_time(manifest.claim.claimed_at) - _parse_time(manifest.first_output_time)
+    return round(max(delta.total_seconds(), 0.0), 3)
 
 
 def _warn(message: str) -> None:

@@ -119,7 +119,7 @@ class App:
             status = 503
             _log("ERROR", f"{exc}; not acknowledged, Pub/Sub redelivers", row)
             return status, {"outcome": "deferred", "detail": str(exc)}
-        _log(result.log_severity, result.detail, row)
+        _log(result.log_severity, result.detail, _with_latency(row, result))
         return status, {"outcome": str(result.outcome), "detail": result.detail}
 
     def _process(
@@ -159,7 +159,7 @@ class App:
             # One row and one log line per run, as for a delivery (log-based metrics count them).
             row = run_event(delivery, result, run, received)
             event_log.write_event(row)
-            _log(result.log_severity, result.detail, row)
+            _log(result.log_severity, result.detail, _with_latency(row, result))
 
         return reconcile_request(handler, delivery, ops, record_run, republish)
 
@@ -216,6 +216,13 @@ def _key(result: Result) -> str | None:
     return revision_key(result.run_key, result.revision or 1)
 
 
+def _with_latency(row: dict[str, Any], result: Result) -> dict[str, Any]:
+    """The log line (not the table row) carries an announcement's completion latency."""
+    if result.completion_seconds is None:
+        return row
+    return {**row, "completion_seconds": result.completion_seconds}
+
+
 def _detail(detail: str, delivery: Delivery) -> str:
     if delivery.last_attempt and "dead-letter" not in detail:
         return (
@@ -236,6 +243,7 @@ def _log(severity: str, message: str, row: dict[str, Any]) -> None:
         "output_path",
         "storage_operations",
         "duration_ms",
+        "completion_seconds",
     )
     entry = {"severity": severity, "message": message, "component": "event-handler"}
     entry.update({k: row[k] for k in fields if row.get(k) is not None})

@@ -106,6 +106,7 @@ class Result:
     revision: int | None = None  # the run's revision this delivery saw or announced
     run_state: RunState | None = None
     severity: str | None = None  # overrides the outcome's (a change that left a run incomplete)
+    completion_seconds: float | None = None  # an announcement: its claim - the first output
 
     @property
     def log_severity(self) -> str:
