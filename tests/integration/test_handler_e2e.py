@@ -306,8 +306,9 @@ def test_a_run_of_one_thousand_outputs_completes_once(stack, unique):
     row = poll(totals, timeout=60, message="1,000 rows logged")
     ops, writes, refused = row["ops"], row["writes"], row["refused"]
     print(f"run of 1,000 outputs: {ops} Storage operations, {writes} writes ({refused} refused)")
-    # the open-run index entry, the claim, output.json, the mark, the index entry's removal
-    assert writes - refused == 5, "a handful per run: nothing per output"
+    # the open-run index entry, the claim, output.json, the mark, the index entry's removal; an
+    # instance that saw the run open just before may add the entry back (reconciliation drops it)
+    assert 5 <= writes - refused <= 5 + stack.instance_count, "nothing per output"
     assert ops <= 3 * 1000
 
 

@@ -110,12 +110,12 @@ def test_the_claim_of_a_huge_run_is_a_single_request_upload(stack, unique, monke
         stack.storage_tap.record(False)
     assert result.outcome is Outcome.COMPLETED  # type: ignore[union-attr]
     uploads = [parse_qs(query) for method, path, query, _ in log if path.startswith("/upload/")]
-    # The object name travels in the multipart body; the claim, output.json and the mark carry
-    # preconditions.
+    # The object name travels in the multipart body; the open-run index entry, the claim,
+    # output.json and the mark carry preconditions.
     guarded = [q for q in uploads if "ifGenerationMatch" in q]
-    assert guarded[0]["ifGenerationMatch"] == ["0"], "the claim: create-if-absent"
-    assert [q["ifGenerationMatch"] == ["0"] for q in guarded] == [True, True, False], (
-        "the claim, output.json, the mark"
+    assert guarded[1]["ifGenerationMatch"] == ["0"], "the claim: create-if-absent"
+    assert [q["ifGenerationMatch"] == ["0"] for q in guarded] == [True, True, True, False], (
+        "the index entry, the claim, output.json, the mark"
     )
     assert all(q["uploadType"] == ["multipart"] for q in guarded), uploads
     # Only the split-off output list (content-addressed, no precondition) may be large enough
