@@ -270,10 +270,9 @@ class Announcer:
             )
         now_state = State.FAILED if isinstance(verdict, Failed) else State.COMPLETE
         current = {o.entry.path: o.entry.generation for o in verdict.outputs}
-        if now_state is announced.state and (
-            now_state is State.FAILED or current == announced.generations()
-        ):
-            self.remember(run, Known(revision, announced.state, announced.generations()))
+        before = announced.generations()
+        if now_state is announced.state and (now_state is State.FAILED or current == before):
+            self.remember(run, Known(revision, announced.state, before))
             return Result(
                 Outcome.AFTER_COMPLETION,
                 f"the run was announced as revision {revision} and the bucket still matches it",
@@ -284,7 +283,7 @@ class Announcer:
         changed_times = [
             o.entry.updated or o.entry.time_created or ""
             for o in verdict.outputs
-            if announced.generations().get(o.entry.path) != o.entry.generation
+            if before.get(o.entry.path) != o.entry.generation
         ]
         if change is not None and change.generation is None and change.time:
             changed_times.append(change.time)
