@@ -124,17 +124,17 @@ class Tap:
                     tap.statuses[status] += 1
                     if tap.log is not None:
                         tap.log.append((self.command, split.path, split.query, status))
-                self.send_response(status)
-                for key, value in headers:
-                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    try:
+                try:
+                    self.send_response(status)
+                    for key, value in headers:
+                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
                         self.wfile.write(payload)
-                    except (BrokenPipeError, ConnectionResetError):
-                        self.close_connection = True  # the caller died (a killed instance)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the caller died (a killed instance)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
