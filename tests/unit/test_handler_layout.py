@@ -11,7 +11,7 @@ from tally_handler.layout import (
     DEFAULT_TEMPLATE,
     Layout,
     OutputKind,
-    RunKey,
+    Run,
     RunOutput,
     classify,
     idempotency_key,
@@ -110,7 +110,7 @@ def test_run_prefix_refuses_non_segments(workflow: str, version: str, run_id: st
 
 def test_run_key() -> None:
     run_key = NESTED.run_key("outs", RunOutput("wf", "1.0", "run 1", "x/y"))
-    assert run_key == RunKey("outs", "wf", "1.0", "run 1", "runs/wf/1.0/run 1/")
+    assert run_key == Run("outs", "wf", "1.0", "run 1", "runs/wf/1.0/run 1/")
     assert run_key.key == "outs/wf/1.0/run 1"
     expected = hashlib.sha256(b"outs/wf/1.0/run 1").hexdigest()[:32]
     assert run_key.idempotency_key == expected == idempotency_key("outs/wf/1.0/run 1")

@@ -33,7 +33,7 @@ from tally_handler.completeness import Complete, Entry, Failed, ListRequest, eva
 from tally_handler.config import Config
 from tally_handler.delivery import rfc3339
 from tally_handler.errors import PreconditionFailed, TransientError
-from tally_handler.layout import TALLY_FOLDER, RunKey
+from tally_handler.layout import TALLY_FOLDER, Run
 from tally_handler.manifest import (
     RECORD_NAME,
     Claim,
@@ -104,7 +104,7 @@ class Known:
     generations: Mapping[str, int]
 
 
-def run_index_name(run: RunKey) -> str:
+def run_index_name(run: Run) -> str:
     return OPEN_INDEX + run.prefix.rstrip("/")
 
 
@@ -121,7 +121,7 @@ class Announcer:
         event_log: EventLog,
         handler_version: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        remember: Callable[[RunKey, Known], None] = lambda run, known: None,
+        remember: Callable[[Run, Known], None] = lambda run, known: None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -133,14 +133,14 @@ class Announcer:
         self._outputs_cache: dict[str, tuple[Mapping[str, Any], ...]] = {}
 
     # -- reading -----------------------------------------------------------------------------
-    def record(self, run: RunKey, ops: StorageOps) -> tuple[Record, int] | None:
+    def record(self, run: Run, ops: StorageOps) -> tuple[Record, int] | None:
         """The run's announcement record and its generation, or None before any claim."""
         found = self.storage.download(run.bucket, run.prefix + RECORD_NAME, ops)
         if found is None:
             return None
         return Record.from_bytes(found[0]), found[1]
 
-    def manifest(self, run: RunKey, record: Record, ops: StorageOps) -> Manifest:
+    def manifest(self, run: Run, record: Record, ops: StorageOps) -> Manifest:
         """The record's manifest, with a split manifest's outputs read back in."""
         manifest = record.manifest_of(run)
         if manifest.outputs_object is None:
@@ -155,7 +155,7 @@ class Announcer:
             self._outputs_cache = {name: outputs}  # one large run at a time is plenty
         return replace(manifest, outputs=outputs)
 
-    def known(self, run: RunKey, record: Record, ops: StorageOps) -> Known:
+    def known(self, run: Run, record: Record, ops: StorageOps) -> Known:
         manifest = self.manifest(run, record, ops)
         known = Known(record.revision, manifest.state, manifest.generations())
         if record.published:
@@ -165,7 +165,7 @@ class Announcer:
     # -- the first announcement --------------------------------------------------------------
     def announce(
         self,
-        run: RunKey,
+        run: Run,
         verdict: Complete | Failed,
         actor: Actor,
         outcome: Outcome,
@@ -198,7 +198,7 @@ class Announcer:
 
     def settle(
         self,
-        run: RunKey,
+        run: Run,
         record: Record,
         generation: int,
         actor: Actor,
@@ -241,7 +241,7 @@ class Announcer:
     # -- revisions ---------------------------------------------------------------------------
     def review(
         self,
-        run: RunKey,
+        run: Run,
         spec: Spec,
         record: Record,
         generation: int,
@@ -339,7 +339,7 @@ class Announcer:
     # -- the manifest object -----------------------------------------------------------------
     def manifest_event(
         self,
-        run: RunKey,
+        run: Run,
         generation: int,
         md5: str | None,
         deleted: bool,
@@ -375,9 +375,7 @@ class Announcer:
             )
         return self.restore(run, record, None if deleted else generation, ops)
 
-    def _is_tallys_copy(
-        self, run: RunKey, record: Record, md5: str | None, ops: StorageOps
-    ) -> bool:
+    def _is_tallys_copy(self, run: Run, record: Record, md5: str | None, ops: StorageOps) -> bool:
         """Whether output.json holds the record's bytes: by the notification's MD5, or (payload
         format NONE carries none) by reading it, so tally's own writes never loop."""
         if md5 is not None:
@@ -386,7 +384,7 @@ class Announcer:
         return found is None or found[0] == record.manifest
 
     def restore(
-        self, run: RunKey, record: Record, over_generation: int | None, ops: StorageOps
+        self, run: Run, record: Record, over_generation: int | None, ops: StorageOps
     ) -> Result:
         """Put the published revision's bytes back where a user deleted or edited them."""
         name = run.prefix + self.config.manifest_name
@@ -410,7 +408,7 @@ class Announcer:
             run_state=RunState.COMPLETE,
         )
 
-    def restore_if_needed(self, run: RunKey, record: Record, ops: StorageOps) -> Result | None:
+    def restore_if_needed(self, run: Run, record: Record, ops: StorageOps) -> Result | None:
         """Reconciliation's check of a published run's ``output.json`` (one read)."""
         found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
         if found is not None and found[0] == record.manifest:
@@ -418,7 +416,7 @@ class Announcer:
         return self.restore(run, record, None if found is None else found[1], ops)
 
     # -- the open-run index ------------------------------------------------------------------
-    def ensure_open(self, run: RunKey, ops: StorageOps) -> None:
+    def ensure_open(self, run: Run, ops: StorageOps) -> None:
         """Make reconciliation visit this run (one small object per run, written once).
 
         Best effort: a bucket that refuses the write for good (gone, no permission) must not turn
@@ -432,10 +430,10 @@ class Announcer:
         except Exception as exc:  # the index only serves reconciliation: never retry for it
             _warn(f"could not add {run.key} to the open-run index: {exc!r}")
 
-    def close(self, run: RunKey, ops: StorageOps) -> None:
+    def close(self, run: Run, ops: StorageOps) -> None:
         self.storage.delete(run.bucket, run_index_name(run), ops)
 
-    def list_run(self, run: RunKey, ops: StorageOps) -> list[Entry]:
+    def list_run(self, run: Run, ops: StorageOps) -> list[Entry]:
         entries: list[Entry] = []
         token = None
         while True:
@@ -449,7 +447,7 @@ class Announcer:
     # -- steps -------------------------------------------------------------------------------
     def _build(
         self,
-        run: RunKey,
+        run: Run,
         verdict: Complete | Failed,
         revision: int,
         supersedes: Superseded | None,
@@ -470,7 +468,7 @@ class Announcer:
         )
 
     def _claim(
-        self, run: RunKey, manifest: Manifest, record: Record, over: int, ops: StorageOps
+        self, run: Run, manifest: Manifest, record: Record, over: int, ops: StorageOps
     ) -> tuple[Record, int]:
         """Step 1; a manifest over 4 MiB first moves its lists to a content-addressed object.
 
@@ -484,14 +482,14 @@ class Announcer:
             record = replace(record, manifest=small.to_bytes())
         return record, self._write_record(run, record, over, ops)
 
-    def _write_record(self, run: RunKey, record: Record, over: int, ops: StorageOps) -> int:
+    def _write_record(self, run: Run, record: Record, over: int, ops: StorageOps) -> int:
         """Every write of the record carries the generation it replaces (0: none yet)."""
         return self.storage.write(
             run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=over
         )
 
     def _finish(
-        self, run: RunKey, record: Record, generation: int, outcome: Outcome, ops: StorageOps
+        self, run: Run, record: Record, generation: int, outcome: Outcome, ops: StorageOps
     ) -> Result:
         manifest = record.manifest_of(run)
         if record.revision > 1 and outcome is not Outcome.RECONCILED:
@@ -539,9 +537,7 @@ class Announcer:
             run_state=RunState(manifest.state.value),
         )
 
-    def _write_manifest(
-        self, run: RunKey, record: Record, ops: StorageOps
-    ) -> tuple[int | None, str]:
+    def _write_manifest(self, run: Run, record: Record, ops: StorageOps) -> tuple[int | None, str]:
         """Step 4: ``output.json`` becomes a copy of the revision's bytes. Once a revision is
         claimed the name is tally's (a foreign object there blocked the claim): whatever was
         written there since (a user's edit, an earlier revision) is replaced."""
@@ -561,9 +557,7 @@ class Announcer:
             return written, ""
         return None, f"; {name} kept changing: the run stays in the open-run index"
 
-    def _manifest_in_place(
-        self, run: RunKey, ops: StorageOps
-    ) -> Result | tuple[Record, int] | None:
+    def _manifest_in_place(self, run: Run, ops: StorageOps) -> Result | tuple[Record, int] | None:
         """Before the first claim, what sits where the manifest belongs: nothing (None), a
         foreign object (BLOCKED), or a manifest tally wrote before revisions existed, adopted as
         published (or claimed) revision 1 so that it is never announced again."""
@@ -599,11 +593,11 @@ class Announcer:
             return self.record(run, ops)
         return record, generation
 
-    def _foreign_manifest(self, run: RunKey, ops: StorageOps) -> Result | None:
+    def _foreign_manifest(self, run: Run, ops: StorageOps) -> Result | None:
         found = self._manifest_in_place(run, ops)
         return found if isinstance(found, Result) else None
 
-    def _failure_reason(self, run: RunKey, ops: StorageOps) -> str:
+    def _failure_reason(self, run: Run, ops: StorageOps) -> str:
         found = self.storage.download(
             run.bucket,
             run.prefix + self.config.failure_marker,

@@ -29,7 +29,7 @@ from tally_handler.delivery import (
 from tally_handler.errors import LogWriteFailed, TransientError
 from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler
-from tally_handler.layout import RunKey, RunOutput
+from tally_handler.layout import Run, RunOutput
 from tally_handler.outcomes import Outcome, Result
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.reconcile import ReconcileReport
@@ -155,7 +155,7 @@ class App:
         queue = self._queue
         republish = None if queue is None else (lambda attrs: queue.publish(b"{}", attrs))
 
-        def record_run(result: Result, run: RunKey) -> None:
+        def record_run(result: Result, run: Run) -> None:
             # One row and one log line per run, as for a delivery (log-based metrics count them).
             row = run_event(delivery, result, run, received)
             event_log.write_event(row)
@@ -186,9 +186,7 @@ class App:
         return report
 
 
-def run_event(
-    delivery: Delivery, result: Result, run: RunKey, received: datetime
-) -> dict[str, Any]:
+def run_event(delivery: Delivery, result: Result, run: Run, received: datetime) -> dict[str, Any]:
     """The row of one run that reconciliation acted on (one of several rows of a request)."""
     return event_row(
         delivery,

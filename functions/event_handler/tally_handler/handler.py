@@ -48,7 +48,7 @@ from tally_handler.completeness import (
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
 from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
-from tally_handler.layout import TALLY_FOLDER, OutputKind, RunKey, RunOutput, classify
+from tally_handler.layout import TALLY_FOLDER, OutputKind, Run, RunOutput, classify
 from tally_handler.manifest import NotTallys, Record, State
 from tally_handler.outcomes import Outcome, Result, RunState
 from tally_handler.ports import Storage
@@ -166,7 +166,7 @@ class Handler:
         return result
 
     def _notification(
-        self, delivery: Delivery, n: Notification, output: RunOutput, run: RunKey, ops: StorageOps
+        self, delivery: Delivery, n: Notification, output: RunOutput, run: Run, ops: StorageOps
     ) -> Result:
         kind = classify(output.path, self.config.manifest_name, self.config.failure_marker)
         deleted = n.event_type in (EventType.OBJECT_DELETE, EventType.OBJECT_ARCHIVE)
@@ -220,7 +220,7 @@ class Handler:
     def _output(
         self,
         spec: Spec,
-        run: RunKey,
+        run: Run,
         change: Change,
         kind: OutputKind,
         actor: Actor,
@@ -264,7 +264,7 @@ class Handler:
         return self._with_record(spec, run, *done, change, kind, actor, ops)
 
     def _not_for_completeness(
-        self, n: Notification, run: RunKey, kind: OutputKind, deleted: bool, ops: StorageOps
+        self, n: Notification, run: Run, kind: OutputKind, deleted: bool, ops: StorageOps
     ) -> Result | None:
         """tally's own objects, metadata updates and replaced generations change no verdict."""
         if kind is OutputKind.TALLY_INTERNAL:
@@ -285,7 +285,7 @@ class Handler:
     def _against_record(
         self,
         spec: Spec,
-        run: RunKey,
+        run: Run,
         change: Change,
         kind: OutputKind,
         actor: Actor,
@@ -303,7 +303,7 @@ class Handler:
     def _with_record(
         self,
         spec: Spec,
-        run: RunKey,
+        run: Run,
         record: Record,
         generation: int,
         change: Change,
@@ -345,7 +345,7 @@ class Handler:
         return then
 
     def _covered(
-        self, run: RunKey, record: Record, change: Change, kind: OutputKind, ops: StorageOps
+        self, run: Run, record: Record, change: Change, kind: OutputKind, ops: StorageOps
     ) -> bool:
         """Whether the record's revision already says what this delivery says."""
         try:
@@ -358,7 +358,7 @@ class Handler:
     def _announced(
         self,
         spec: Spec,
-        run: RunKey,
+        run: Run,
         record: Record,
         generation: int,
         change: Change,
@@ -391,12 +391,12 @@ class Handler:
             run_state=RunState(state.value),
         )
 
-    def _ensure_open(self, run: RunKey, ops: StorageOps) -> None:
+    def _ensure_open(self, run: Run, ops: StorageOps) -> None:
         if not self.cache.opened(run.key):
             self.announcer.ensure_open(run, ops)
             self.cache.add_opened(run.key)
 
-    def _decide(self, spec: Spec, run: RunKey, own: str, ops: StorageOps):
+    def _decide(self, spec: Spec, run: Run, own: str, ops: StorageOps):
         """Incomplete as soon as one required output is missing; else the full listing's verdict."""
         required = spec.required_paths
         known = self.cache.present(run.key)
@@ -413,7 +413,7 @@ class Handler:
             self.cache.add_present(run.key, {path})
         return self._whole_folder(spec, run, own, ops)  # nothing missing: the whole folder decides
 
-    def _whole_folder(self, spec: Spec, run: RunKey, own: str, ops: StorageOps):
+    def _whole_folder(self, spec: Spec, run: Run, own: str, ops: StorageOps):
         """The whole folder's verdict. With a required pattern (counted over the whole folder,
         so every delivery needs it), through the coalescing gate: one listing covers every
         delivery of the run that arrived on this instance before it started (coalesce.py)."""
@@ -441,7 +441,7 @@ class Handler:
         assert scan.result is not None
         return scan.result
 
-    def _list_folder(self, run: RunKey, ops: StorageOps) -> list[Entry]:
+    def _list_folder(self, run: Run, ops: StorageOps) -> list[Entry]:
         """Every object of the run folder, its key ranges (split at the previous listing's
         every 1,000th name) listed in parallel: about one page's latency at any size."""
         with self._splits_lock:
@@ -477,7 +477,7 @@ class Handler:
         return found
 
     def _scan(
-        self, spec: Spec, run: RunKey, start_path: str, ops: StorageOps, exhaustive: bool = False
+        self, spec: Spec, run: Run, start_path: str, ops: StorageOps, exhaustive: bool = False
     ) -> Complete | Incomplete | Failed:
         scan = Scan(
             spec,

@@ -51,7 +51,7 @@ class RunOutput:
 
 
 @dataclass(frozen=True, slots=True)
-class RunKey:
+class Run:
     bucket: str
     workflow: str
     version: str
@@ -143,9 +143,9 @@ class Layout:
             + "/"
         )
 
-    def run_key(self, bucket: str, output: RunOutput) -> RunKey:
+    def run_key(self, bucket: str, output: RunOutput) -> Run:
         prefix = self.run_prefix(output.workflow, output.version, output.run_id)
-        return RunKey(bucket, output.workflow, output.version, output.run_id, prefix)
+        return Run(bucket, output.workflow, output.version, output.run_id, prefix)
 
     def object_name(self, output: RunOutput) -> str:
         return self.run_prefix(output.workflow, output.version, output.run_id) + output.path

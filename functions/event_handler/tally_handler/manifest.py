@@ -29,7 +29,7 @@ from typing import Any
 
 from tally_handler.completeness import Entry, Output
 from tally_handler.delivery import rfc3339
-from tally_handler.layout import TALLY_FOLDER, RunKey, idempotency_key
+from tally_handler.layout import TALLY_FOLDER, Run, idempotency_key
 
 MANIFEST_KIND = "tally#manifest"
 MANIFEST_FORMAT = 2
@@ -58,7 +58,7 @@ class NotTallys(ValueError):
     """The object is not one tally wrote (or not of this format); the message says what to do."""
 
 
-def revision_key(run: RunKey, revision: int) -> str:
+def revision_key(run: Run, revision: int) -> str:
     """Revision 1 keeps the run's historical key; later revisions derive theirs from it."""
     if revision == 1:
         return run.idempotency_key
@@ -105,7 +105,7 @@ class Superseded:
 class Manifest:
     """One revision of a run's announcement (``outputs`` items are ready-to-serialise dicts)."""
 
-    run: RunKey
+    run: Run
     revision: int
     state: State
     outputs: tuple[Mapping[str, Any], ...]
@@ -174,7 +174,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_bytes(cls, data: bytes, run: RunKey) -> Manifest:
+    def from_bytes(cls, data: bytes, run: Run) -> Manifest:
         """A manifest tally wrote for ``run``; NotTallys says why an object is not one."""
         hint = "tally owns this name in every run folder: move the object elsewhere"
         try:
@@ -213,7 +213,7 @@ class Manifest:
 
 
 def build_manifest(
-    run: RunKey,
+    run: Run,
     *,
     revision: int,
     state: State | str,
@@ -394,5 +394,5 @@ class Record:
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise NotTallys(f"a broken announcement record ({error!r}); {hint}") from None
 
-    def manifest_of(self, run: RunKey) -> Manifest:
+    def manifest_of(self, run: Run) -> Manifest:
         return Manifest.from_bytes(self.manifest, run)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from tally_handler.layout import RunKey, RunOutput
+from tally_handler.layout import Run, RunOutput
 
 
 class Outcome(StrEnum):
@@ -102,7 +102,7 @@ class Result:
     outcome: Outcome
     detail: str
     run_output: RunOutput | None = None
-    run_key: RunKey | None = None
+    run_key: Run | None = None
     revision: int | None = None  # the run's revision this delivery saw or announced
     run_state: RunState | None = None
     severity: str | None = None  # overrides the outcome's (a change that left a run incomplete)

@@ -33,7 +33,7 @@ from tally_handler.completeness import Complete, Entry, Failed, ListRequest, eva
 from tally_handler.delivery import Delivery, Reconcile
 from tally_handler.errors import PreconditionFailed, TransientError, UnknownWorkflow
 from tally_handler.handler import Handler, claimant_of
-from tally_handler.layout import TALLY_FOLDER, RunKey, RunOutput
+from tally_handler.layout import TALLY_FOLDER, Run, RunOutput
 from tally_handler.manifest import NotTallys, Record
 from tally_handler.outcomes import Outcome, Result, RunState
 from tally_handler.rows import StorageOps
@@ -58,7 +58,7 @@ class ReconcileReport:
     unknown: list[str] = field(default_factory=list)
     indexed: bool = False  # the runs came from the open-run index
     next_page_token: str | None = None
-    results: list[tuple[RunKey, Result]] = field(default_factory=list)
+    results: list[tuple[Run, Result]] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (
@@ -168,7 +168,7 @@ def reconcile_runs(
 def _reconcile_run(
     handler: Handler,
     actor: Actor,
-    run: RunKey,
+    run: Run,
     ops: StorageOps,
     dry_run: bool,
     now: datetime,
@@ -218,7 +218,7 @@ def _reconcile_run(
 
 def _stalled(
     handler: Handler,
-    run: RunKey,
+    run: Run,
     spec: Spec,
     entries: list[Entry],
     now: datetime,
@@ -251,7 +251,7 @@ def _stalled(
 def _reconcile_recorded(
     handler: Handler,
     actor: Actor,
-    run: RunKey,
+    run: Run,
     spec: Spec,
     record: Record,
     generation: int,
@@ -288,7 +288,7 @@ def _reconcile_recorded(
         announcer.close(run, ops)
 
 
-def _note(report: ReconcileReport, run: RunKey, result: Result) -> None:
+def _note(report: ReconcileReport, run: Run, result: Result) -> None:
     """File a run's result under the report's heading and keep it for the event log."""
     if result.outcome in _ANNOUNCED:
         report.announced.append(run.key)
@@ -321,7 +321,7 @@ def reconcile_request(
     handler: Handler,
     delivery: Delivery,
     ops: StorageOps,
-    record_run: Callable[[Result, RunKey], None],
+    record_run: Callable[[Result, Run], None],
     republish: Callable[[dict[str, str]], str] | None,
 ) -> Result:
     """A reconcile request message: reconcile one bounded page, queue the next, log every run."""
