@@ -206,13 +206,7 @@ class Scan:
         self._last_path: str | None = None
         self._listed: list[list[Entry]] = [[] for _ in self._phases]
         self.result: Result | None = None
-        self.seen_manifest = False
         self.pages = 0
-        self.entries_listed = 0
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None
 
     def next_request(self) -> ListRequest | None:
         if self.result is not None:
@@ -226,12 +220,7 @@ class Scan:
         if self.result is not None:
             raise RuntimeError("the scan is finished; read scan.result")
         self.pages += 1
-        self.entries_listed += len(entries)
         phase = self._phases[self._phase]
-        # Anywhere in the page, even past where the walk stops: the lead may go straight to it.
-        self.seen_manifest = self.seen_manifest or any(
-            entry.path == self.manifest_name for entry in entries
-        )
         past_end = self._walk(entries, phase)
         if self.result is not None:
             return
