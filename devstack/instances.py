@@ -47,7 +47,6 @@ class Instance:
     revision: int
     port: int
     process: ManagedProcess
-    started: float
     ready: bool = False
     in_flight: int = 0
     served: int = 0  # requests routed to it
@@ -368,7 +367,7 @@ class HandlerInstances:
         port = free_port()
         process = self._spawn(f"handler-{next(self._started)}", port, env)
         process.start()
-        return Instance(index, revision, port, process, time.monotonic())
+        return Instance(index, revision, port, process)
 
     def _promote(self, index: int, slot: _Slot, new: Instance) -> None:
         new.ready = True

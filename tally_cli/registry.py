@@ -117,11 +117,6 @@ class Registry:
             f"/workflows/{quote(name, safe='')}", f"workflow {name!r} is not registered"
         )
 
-    def default(self, name: str) -> dict[str, Any]:
-        return self._get(
-            f"/workflows/{quote(name, safe='')}/default", f"workflow {name!r} has no default"
-        )
-
     def spec(self, workflow: str, version: str) -> dict[str, Any] | None:
         """The spec of a version, or None when the registry does not know it."""
         resp = self._request(

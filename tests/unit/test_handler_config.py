@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert (config.claim_lease_seconds, config.max_delivery_attempts) == (600, 5)
     assert config.reconcile_max_runs == 500
     assert (config.object_events_topic, config.presence_cache_runs) == (None, 1000)
-    assert not config.faults.enabled
+    assert not config.faults.probabilities
 
 
 def test_every_variable_is_honoured() -> None:

@@ -16,14 +16,13 @@ SETTING = (
 def test_off_when_unset() -> None:
     for text in (None, "", "   "):
         faults = Faults.parse(text)
-        assert not faults.enabled
+        assert not faults.probabilities
         for step in Step:
             faults.maybe_fail(step)  # never raises
 
 
 def test_parse_the_documented_example() -> None:
     faults = Faults.parse(SETTING)
-    assert faults.enabled
     assert faults.seed == 7
     assert dict(faults.probabilities) == {step: 0.05 for step in Step}
 

@@ -1,8 +1,9 @@
 """Test-only fault injection: crash the handler at the step boundaries where real crashes happen.
 
-Setting (off when empty): ``after_listing=0.05,after_claim=0.05,after_publish=0.05,after_mark=0.05,
-before_logging=0.05;seed=7``: a probability per step, then an optional seed (default 0). Each
-instance draws from its own seeded ``random.Random``, so a test run is reproducible per instance.
+Setting (off when empty): ``after_listing=0.05,after_claim=0.05,after_publish=0.05,
+after_runs_row=0.05,after_mark=0.05,before_logging=0.05;seed=7``: a probability per step, then an
+optional seed (default 0). Each instance draws from its own seeded ``random.Random``, so a test run
+is reproducible per instance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class Step(StrEnum):
     AFTER_CLAIM = "after_claim"  # record claimed (bytes fixed), nothing published
     AFTER_PUBLISH = "after_publish"  # published, runs row not written, record not marked
     AFTER_RUNS_ROW = "after_runs_row"  # runs row written, output.json and the mark not
-    AFTER_MARK = "after_mark"  # record marked published, the event row not written
+    AFTER_MARK = "after_mark"  # record marked published, still in the open-run index, no event row
     BEFORE_LOGGING = "before_logging"  # everything done but the event row
 
 
@@ -40,10 +41,6 @@ class Faults:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_random", random.Random(self.seed))
         object.__setattr__(self, "_lock", threading.Lock())
-
-    @property
-    def enabled(self) -> bool:
-        return any(self.probabilities.values())
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
