@@ -97,7 +97,7 @@ def seed(announced: int, open_runs: int) -> tuple[Any, dict[str, Any]]:
     ops = StorageOps()
     for i in range(announced):
         workflow = f"wf-{i % WORKFLOWS}"
-        run = layout.run_key(BUCKET, layout.match(f"{workflow}/1/run-{i:05d}/x"))  # type: ignore[arg-type]
+        run = layout.run(BUCKET, layout.match(f"{workflow}/1/run-{i:05d}/x"))  # type: ignore[arg-type]
         for path in OUTPUTS:
             storage.put(BUCKET, run.prefix + path, b"x")
         verdict = evaluate(
@@ -107,7 +107,7 @@ def seed(announced: int, open_runs: int) -> tuple[Any, dict[str, Any]]:
         done = announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)  # type: ignore[arg-type]
         assert getattr(done, "outcome", None) is Outcome.COMPLETED, done
     for i in range(open_runs):
-        run = layout.run_key(BUCKET, layout.match(f"wf-open/1/run-{i:05d}/x"))  # type: ignore[arg-type]
+        run = layout.run(BUCKET, layout.match(f"wf-open/1/run-{i:05d}/x"))  # type: ignore[arg-type]
         storage.put(BUCKET, run.prefix + OUTPUTS[0], b"x")  # the others never arrived
         announcer.ensure_open(run, ops)  # as the handler does for an incomplete run
     assert len(publisher.messages) == announced

@@ -72,7 +72,7 @@ def local_app(clients: Clients) -> Any:
     return App(
         config,
         storage=adapters.StorageGateway(config.project, clients.storage()),
-        publisher=adapters.CompletionPublisher(
+        publisher=adapters.PubSubPublisher(
             config.project, config.completions_topic, clients.publisher()
         ),
         event_log=adapters.EventLog(

@@ -209,7 +209,7 @@ class RunStatus:
             else:
                 tally_objects.append(item["path"])
         expected, missing, unexpected = _expected_outputs(spec, present) if spec else ([], [], [])
-        run_key = layout.run_key(bucket, layout.match(prefix + "x"))  # type: ignore[arg-type]
+        run_key = layout.run(bucket, layout.match(prefix + "x"))  # type: ignore[arg-type]
         announced = self.announcement(bucket, run_key)
         manifest = self.manifest(bucket, run_key, announced)
         changed = _changes(announced, present, failure_marker)

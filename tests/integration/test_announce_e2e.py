@@ -246,7 +246,7 @@ def test_1_a_late_output_whose_delivery_takes_over_is_announced_as_revision_2(
     # What a claimant that died two hours ago had claimed: the run as it was then.
     app = in_process(stack, monkeypatch)
     handler, _ = app.wire()
-    run = handler.layout.run_key(stack.outputs_bucket, handler.layout.match(prefix + "x"))
+    run = handler.layout.run(stack.outputs_bucket, handler.layout.match(prefix + "x"))
     verdict = evaluate(
         handler.spec_for(workflow, VERSION),
         handler.announcer.list_run(run, StorageOps()),

@@ -338,7 +338,7 @@ def test_a_stale_claim_is_taken_over(stack, unique):
     register(stack, spec)
     prefix = f"{workflow}/1.0.0/run-1/"
     old = datetime.now(UTC) - timedelta(hours=2)
-    run = Layout.parse(DEFAULT_TEMPLATE).run_key(
+    run = Layout.parse(DEFAULT_TEMPLATE).run(
         stack.outputs_bucket, RunOutput(workflow, "1.0.0", "run-1", "x")
     )
     claim = Claim.at("gone", "pubsub-push:gone:", old)

@@ -81,7 +81,7 @@ def test_the_claim_of_a_huge_run_is_a_single_request_upload(stack, unique, monke
         monkeypatch.setenv(name, value)
     handler, _ = App(Config.from_env(env)).wire()
     workflow = f"huge-{unique}"
-    run = handler.layout.run_key(stack.outputs_bucket, RunOutput(workflow, "1.0.0", "run-1", "x"))
+    run = handler.layout.run(stack.outputs_bucket, RunOutput(workflow, "1.0.0", "run-1", "x"))
     now = datetime.now(UTC).isoformat()
     items = tuple(
         Output(

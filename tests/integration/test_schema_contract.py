@@ -74,7 +74,7 @@ def test_every_outcome_row_inserts(stack, unique):
     errors = stack.bigquery_client().insert_rows_json(stack.names.table("events"), rows)
     assert errors == []
 
-    run_key = Layout.parse("{workflow}/{version}/{run_id}/{path}").run_key("b", run_output)
+    run_key = Layout.parse("{workflow}/{version}/{run_id}/{path}").run("b", run_output)
     entry = Entry("a.txt", 7, 1, "crc", "md5", "text/plain", now.isoformat(), now.isoformat())
     manifest = build_manifest(
         run_key,

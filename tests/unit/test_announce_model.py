@@ -110,7 +110,7 @@ class AnnouncementMachine(RuleBasedStateMachine):
         assert coalescer is not None
         output = handler.layout.match(second.notification.name)
         assert output is not None
-        key = handler.layout.run_key(BUCKET, output).key
+        key = handler.layout.run(BUCKET, output).key
         arrived: list[int] = []
 
         def newer_arrives(waiting: object) -> None:

@@ -108,8 +108,8 @@ def test_run_prefix_refuses_non_segments(workflow: str, version: str, run_id: st
         DEFAULT.run_prefix(workflow, version, run_id)
 
 
-def test_run_key() -> None:
-    run_key = NESTED.run_key("outs", RunOutput("wf", "1.0", "run 1", "x/y"))
+def test_run() -> None:
+    run_key = NESTED.run("outs", RunOutput("wf", "1.0", "run 1", "x/y"))
     assert run_key == Run("outs", "wf", "1.0", "run 1", "runs/wf/1.0/run 1/")
     assert run_key.key == "outs/wf/1.0/run 1"
     expected = hashlib.sha256(b"outs/wf/1.0/run 1").hexdigest()[:32]
@@ -119,9 +119,7 @@ def test_run_key() -> None:
 
 def test_idempotency_key_does_not_depend_on_the_layout() -> None:
     output = RunOutput("wf", "1", "r", "x")
-    assert (
-        DEFAULT.run_key("b", output).idempotency_key == NESTED.run_key("b", output).idempotency_key
-    )
+    assert DEFAULT.run("b", output).idempotency_key == NESTED.run("b", output).idempotency_key
 
 
 @pytest.mark.parametrize(

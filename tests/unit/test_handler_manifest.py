@@ -31,7 +31,7 @@ from tally_handler.manifest import (
 )
 from tally_handler.spec import ExpectedPath, ExpectedPattern
 
-RUN = Layout.parse(DEFAULT_TEMPLATE).run_key("outs", RunOutput("wf", "1.0", "run 1", "x"))
+RUN = Layout.parse(DEFAULT_TEMPLATE).run("outs", RunOutput("wf", "1.0", "run 1", "x"))
 CLAIMED_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 CLAIM = Claim.at("m-1", "pubsub-push:m-1:2026-11-25T11:59:59.000000Z", CLAIMED_AT)
 

@@ -168,7 +168,7 @@ def _fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def manifest(revision: int = 1) -> Manifest:
-    run = LAYOUT.run_key("outs", OUTPUT)
+    run = LAYOUT.run("outs", OUTPUT)
     return build_manifest(
         run,
         revision=revision,

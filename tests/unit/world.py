@@ -23,7 +23,7 @@ from tally_handler.handler import Handler, PresenceCache
 from tally_handler.layout import TALLY_FOLDER
 from tally_handler.manifest import RECORD_NAME, Record
 from tally_handler.memory import MemoryEventLog, MemoryPublisher, MemoryStorage
-from tally_handler.outcomes import Outcome, Result
+from tally_handler.outcomes import Handled, Outcome
 from tally_handler.reconcile import ReconcileReport, reconcile_runs
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
@@ -268,7 +268,7 @@ class World:
         crash_after: int | None = None,
         crash_after_publish: bool = False,
     ):
-        """One attempt; returns the Result, or None when the process crashed (not acknowledged).
+        """One attempt; returns the Handled, or None when the process crashed (not acknowledged).
         ``crash_after``: Storage operations before the crash; ``crash_after_publish``: die right
         after publishing an announcement (the window between publish and mark)."""
         self.storage.crash_in = crash_after
@@ -354,5 +354,5 @@ class World:
         }
 
 
-def outcome(result: Result | None) -> Outcome | None:
+def outcome(result: Handled | None) -> Outcome | None:
     return None if result is None else result.outcome

@@ -2,7 +2,7 @@
 
 Each adapter imports its client library lazily (cold start) and turns the client's errors into the
 exceptions of ``errors`` (the tree is drawn there). ``StorageGateway`` implements ``ports.Storage``,
-``CompletionPublisher`` ``ports.Publisher`` and ``EventLog`` ``ports.EventLog``.
+``PubSubPublisher`` ``ports.Publisher`` and ``EventLog`` ``ports.EventLog``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
 __all__ = [
-    "CompletionPublisher",
     "EventLog",
     "LogWriteFailed",
     "PreconditionFailed",
+    "PubSubPublisher",
     "RegistryClient",
     "RegistryUnavailable",
     "StorageGateway",
@@ -277,7 +277,9 @@ class RegistryClient:
         return spec
 
 
-class CompletionPublisher:
+class PubSubPublisher:
+    """Publishes on one topic: completions (announcements) or object events (reconcile pages)."""
+
     def __init__(self, project: str, topic: str, client: Any = None) -> None:
         if client is None:
             from google.cloud import pubsub_v1

@@ -48,7 +48,7 @@ from tally_handler.manifest import (
     outputs_from_object,
     split_manifest,
 )
-from tally_handler.outcomes import Outcome, Result, RunState
+from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.rows import StorageOps, run_row
 from tally_handler.spec import Spec
@@ -170,10 +170,10 @@ class Announcer:
         actor: Actor,
         outcome: Outcome,
         ops: StorageOps,
-    ) -> Result | tuple[Record, int]:
+    ) -> Handled | tuple[Record, int]:
         """Announce revision 1 of a run found complete (or failed).
 
-        Returns the Result of this announcement, or the record already in place with its
+        Returns what this announcement did (Handled), or the record already in place with its
         generation (the caller settles it: resume, take over or wait, then compares it with its
         own object: a duplicate, or a change)."""
         if verdict.manifest is not None:
@@ -187,10 +187,10 @@ class Announcer:
         except PreconditionFailed:
             found = self.record(run, ops)
             if found is None:
-                return Result(
+                return Handled(
                     Outcome.DEFERRED,
                     "the announcement record vanished during the claim; Pub/Sub redelivers",
-                    run_key=run,
+                    run=run,
                 )
             return found  # claimed first by another delivery (or an earlier attempt)
         self.config.faults.maybe_fail("after_claim")
@@ -204,22 +204,22 @@ class Announcer:
         actor: Actor,
         outcome: Outcome,
         ops: StorageOps,
-    ) -> Result | tuple[Record, int]:
+    ) -> Handled | tuple[Record, int]:
         """Bring a record found in place to published: resume, take over, or wait for it.
 
-        Returns the published record, or the Result of finishing (or of waiting for) a claim."""
+        Returns the published record, or what finishing (or waiting for) a claim did."""
         now = self.clock()
         action = next_action(record, actor.claimant, now, self.config.claim_lease_seconds)
         if action is Action.DONE:
             return record, generation
         if action is Action.WAIT:
-            return Result(
+            return Handled(
                 Outcome.AFTER_COMPLETION,
                 f"delivery {record.claim.delivery_id} claimed revision {record.revision} at"
                 f" {record.claim.claimed_at} ({record.age_seconds(now):.0f} s ago) and is"
                 f" announcing it; a claim older than {self.config.claim_lease_seconds} s is"
                 " taken over",
-                run_key=run,
+                run=run,
                 revision=record.revision,
                 run_state=RunState.ANNOUNCING,
             )
@@ -228,10 +228,10 @@ class Announcer:
             try:
                 generation = self._write_record(run, taken, generation, ops)
             except PreconditionFailed:
-                return Result(
+                return Handled(
                     Outcome.AFTER_COMPLETION,
                     f"another delivery took over the stale claim of revision {record.revision}",
-                    run_key=run,
+                    run=run,
                     revision=record.revision,
                     run_state=RunState.ANNOUNCING,
                 )
@@ -248,7 +248,7 @@ class Announcer:
         change: Change | None,
         actor: Actor,
         ops: StorageOps,
-    ) -> Result:
+    ) -> Handled:
         """An announced run may have changed: announce the next revision once the run is complete
         again and quiet, or say what it waits for. ``change`` is the delivery's own object (None
         for reconciliation)."""
@@ -259,11 +259,11 @@ class Announcer:
         revision = record.revision
         if not isinstance(verdict, Complete | Failed):
             self.ensure_open(run, ops)
-            return Result(
+            return Handled(
                 Outcome.CHANGED,
                 f"announced as revision {revision}, the run is now incomplete: {verdict.reason};"
                 f" it is announced again as revision {revision + 1} once complete",
-                run_key=run,
+                run=run,
                 revision=revision,
                 run_state=RunState.CHANGED,
                 severity="ERROR",
@@ -273,10 +273,10 @@ class Announcer:
         before = announced.generations()
         if now_state is announced.state and (now_state is State.FAILED or current == before):
             self.remember(run, Known(revision, announced.state, before))
-            return Result(
+            return Handled(
                 Outcome.AFTER_COMPLETION,
                 f"the run was announced as revision {revision} and the bucket still matches it",
-                run_key=run,
+                run=run,
                 revision=revision,
                 run_state=RunState(announced.state.value),
             )
@@ -295,21 +295,21 @@ class Announcer:
                 self.ensure_open(run, ops)
                 own_latest = change is not None and _is_latest(change, verdict, latest)
                 if own_latest and not actor.last_attempt:
-                    return Result(
+                    return Handled(
                         Outcome.DEFERRED,
                         f"the run changed after revision {revision}; revision {revision + 1} is"
                         f" announced once it has been quiet for {quiet} s (last change"
                         f" {waited:.1f} s ago); Pub/Sub redelivers",
-                        run_key=run,
+                        run=run,
                         revision=revision,
                         run_state=RunState.CHANGED,
                     )
-                return Result(
+                return Handled(
                     Outcome.CHANGED,
                     f"the run changed after revision {revision}; revision {revision + 1} is"
                     f" announced once it has been quiet for {quiet} s, by the delivery of the"
                     " latest change or by reconciliation",
-                    run_key=run,
+                    run=run,
                     revision=revision,
                     run_state=RunState.CHANGED,
                 )
@@ -326,10 +326,10 @@ class Announcer:
         try:
             claimed, new_generation = self._claim(run, manifest, claimed, generation, ops)
         except PreconditionFailed:
-            return Result(
+            return Handled(
                 Outcome.CHANGED,
                 f"another delivery is announcing revision {revision + 1}",
-                run_key=run,
+                run=run,
                 revision=revision + 1,
                 run_state=RunState.ANNOUNCING,
             )
@@ -345,32 +345,32 @@ class Announcer:
         deleted: bool,
         replaced: bool,
         ops: StorageOps,
-    ) -> Result:
+    ) -> Handled:
         """A notification about ``output.json``: tally's own write, or someone else's doing."""
         name = run.prefix + self.config.manifest_name
         if replaced:
-            return Result(Outcome.IGNORED, f"{name}: an older generation, replaced", run_key=run)
+            return Handled(Outcome.IGNORED, f"{name}: an older generation, replaced", run=run)
         found = self.record(run, ops)
         if found is None:
             if deleted:
-                return Result(Outcome.IGNORED, f"{name} deleted before any claim", run_key=run)
-            return self._foreign_manifest(run, ops) or Result(
-                Outcome.IGNORED, f"{name} is a tally manifest", run_key=run
+                return Handled(Outcome.IGNORED, f"{name} deleted before any claim", run=run)
+            return self._foreign_manifest(run, ops) or Handled(
+                Outcome.IGNORED, f"{name} is a tally manifest", run=run
             )
         record, _ = found
         if not record.published:
-            return Result(
+            return Handled(
                 Outcome.IGNORED,
                 f"revision {record.revision} is being announced; its claimant writes {name}",
-                run_key=run,
+                run=run,
                 revision=record.revision,
                 run_state=RunState.ANNOUNCING,
             )
         if not deleted and self._is_tallys_copy(run, record, md5, ops):
-            return Result(
+            return Handled(
                 Outcome.IGNORED,
                 "tally's own manifest",
-                run_key=run,
+                run=run,
                 revision=record.revision,
             )
         return self.restore(run, record, None if deleted else generation, ops)
@@ -385,7 +385,7 @@ class Announcer:
 
     def restore(
         self, run: Run, record: Record, over_generation: int | None, ops: StorageOps
-    ) -> Result:
+    ) -> Handled:
         """Put the published revision's bytes back where a user deleted or edited them."""
         name = run.prefix + self.config.manifest_name
         try:
@@ -393,22 +393,22 @@ class Announcer:
                 run.bucket, name, record.manifest, ops, if_generation_match=over_generation or 0
             )
         except PreconditionFailed:
-            return Result(
+            return Handled(
                 Outcome.IGNORED,
                 f"{name} changed again meanwhile; its own notification decides",
-                run_key=run,
+                run=run,
                 revision=record.revision,
             )
-        return Result(
+        return Handled(
             Outcome.RESTORED,
             f"{name} was {'edited' if over_generation else 'deleted'}; tally restored revision"
             f" {record.revision} from its record (announced runs are never announced again)",
-            run_key=run,
+            run=run,
             revision=record.revision,
             run_state=RunState.COMPLETE,
         )
 
-    def restore_if_needed(self, run: Run, record: Record, ops: StorageOps) -> Result | None:
+    def restore_if_needed(self, run: Run, record: Record, ops: StorageOps) -> Handled | None:
         """Reconciliation's check of a published run's ``output.json`` (one read)."""
         found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
         if found is not None and found[0] == record.manifest:
@@ -490,7 +490,7 @@ class Announcer:
 
     def _finish(
         self, run: Run, record: Record, generation: int, outcome: Outcome, ops: StorageOps
-    ) -> Result:
+    ) -> Handled:
         manifest = record.manifest_of(run)
         if record.revision > 1 and outcome is not Outcome.RECONCILED:
             outcome = Outcome.REVISED
@@ -512,11 +512,11 @@ class Announcer:
         try:
             self._write_record(run, published, generation, ops)
         except PreconditionFailed:
-            return Result(
+            return Handled(
                 outcome,
                 f"announced revision {record.revision}, but another delivery took the claim over"
                 " before it was marked; it publishes the same bytes under the same key",
-                run_key=run,
+                run=run,
                 revision=record.revision,
                 run_state=RunState.ANNOUNCING,
             )
@@ -526,13 +526,13 @@ class Announcer:
         else:
             self.close(run, ops)
         self.remember(run, Known(record.revision, manifest.state, manifest.generations()))
-        return Result(
+        return Handled(
             outcome,
             completion_seconds=_completion_seconds(manifest),
             detail=f"announced {manifest.state} revision {record.revision} with"
             f" {manifest.outputs_count} outputs (idempotency key {manifest.idempotency_key})"
             + note,
-            run_key=run,
+            run=run,
             revision=record.revision,
             run_state=RunState(manifest.state.value),
         )
@@ -557,7 +557,7 @@ class Announcer:
             return written, ""
         return None, f"; {name} kept changing: the run stays in the open-run index"
 
-    def _manifest_in_place(self, run: Run, ops: StorageOps) -> Result | tuple[Record, int] | None:
+    def _manifest_in_place(self, run: Run, ops: StorageOps) -> Handled | tuple[Record, int] | None:
         """Before the first claim, what sits where the manifest belongs: nothing (None), a
         foreign object (BLOCKED), or a manifest tally wrote before revisions existed, adopted as
         published (or claimed) revision 1 so that it is never announced again."""
@@ -569,11 +569,11 @@ class Announcer:
             manifest = Manifest.from_bytes(found[0], run)
         except NotTallys as exc:
             self.ensure_open(run, ops)
-            return Result(
+            return Handled(
                 Outcome.BLOCKED,
                 f"gs://{run.bucket}/{name} is {exc}; tally announces this run once that object"
                 " is moved away (then run `tally reconcile`)",
-                run_key=run,
+                run=run,
                 run_state=RunState.BLOCKED,
             )
         legacy = json.loads(found[0])
@@ -593,9 +593,9 @@ class Announcer:
             return self.record(run, ops)
         return record, generation
 
-    def _foreign_manifest(self, run: Run, ops: StorageOps) -> Result | None:
+    def _foreign_manifest(self, run: Run, ops: StorageOps) -> Handled | None:
         found = self._manifest_in_place(run, ops)
-        return found if isinstance(found, Result) else None
+        return found if isinstance(found, Handled) else None
 
     def _failure_reason(self, run: Run, ops: StorageOps) -> str:
         found = self.storage.download(

@@ -30,7 +30,7 @@ from tally_handler.errors import LogWriteFailed, TransientError
 from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler
 from tally_handler.layout import Run, RunOutput
-from tally_handler.outcomes import Outcome, Result
+from tally_handler.outcomes import Handled, Outcome
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
@@ -68,14 +68,12 @@ class App:
                 c = self.config
                 storage, publisher, event_log, spec_for, queue = self._ports
                 storage = storage or adapters.StorageGateway(c.project)
-                publisher = publisher or adapters.CompletionPublisher(
-                    c.project, c.completions_topic
-                )
+                publisher = publisher or adapters.PubSubPublisher(c.project, c.completions_topic)
                 event_log = event_log or adapters.EventLog(c.project, c.events_table, c.runs_table)
                 if spec_for is None:
                     spec_for = adapters.RegistryClient(c.registry_url, c.registry_auth).spec
                 if queue is None and c.object_events_topic:
-                    queue = adapters.CompletionPublisher(c.project, c.object_events_topic)
+                    queue = adapters.PubSubPublisher(c.project, c.object_events_topic)
                 announcer = Announcer(c, storage, publisher, event_log, HANDLER_VERSION)
                 self._queue = queue
                 self._event_log = event_log
@@ -92,7 +90,7 @@ class App:
             delivery = parse_delivery(body, headers, self.config.max_delivery_attempts)
         except MalformedDelivery as exc:
             delivery = exc.delivery
-            result = Result(Outcome.REJECTED, f"{exc.reason}; the message is acknowledged")
+            result = Handled(Outcome.REJECTED, f"{exc.reason}; the message is acknowledged")
         else:
             notification = delivery.notification
             result = self._process(handler, event_log, delivery, ops, received)
@@ -129,7 +127,7 @@ class App:
         delivery: Delivery,
         ops: StorageOps,
         received: datetime,
-    ) -> Result:
+    ) -> Handled:
         try:
             if delivery.reconcile is not None:
                 return self._reconcile(handler, event_log, delivery, ops, received)
@@ -137,10 +135,10 @@ class App:
         except InjectedFault:
             raise
         except TransientError as exc:
-            return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+            return Handled(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
         except Exception as exc:  # a bug must not lose the delivery: log it, let Pub/Sub retry
             _log("ERROR", f"internal error: {exc!r}", {"delivery_id": delivery.delivery_id})
-            return Result(Outcome.DEFERRED, f"internal error {type(exc).__name__}: {exc}")
+            return Handled(Outcome.DEFERRED, f"internal error {type(exc).__name__}: {exc}")
 
     def _reconcile(
         self,
@@ -149,13 +147,13 @@ class App:
         delivery: Delivery,
         ops: StorageOps,
         received: datetime,
-    ) -> Result:
+    ) -> Handled:
         from tally_handler.reconcile import reconcile_request
 
         queue = self._queue
         republish = None if queue is None else (lambda attrs: queue.publish(b"{}", attrs))
 
-        def record_run(result: Result, run: Run) -> None:
+        def record_run(result: Handled, run: Run) -> None:
             # One row and one log line per run, as for a delivery (log-based metrics count them).
             row = run_event(delivery, result, run, received)
             event_log.write_event(row)
@@ -186,7 +184,7 @@ class App:
         return report
 
 
-def run_event(delivery: Delivery, result: Result, run: Run, received: datetime) -> dict[str, Any]:
+def run_event(delivery: Delivery, result: Handled, run: Run, received: datetime) -> dict[str, Any]:
     """The row of one run that reconciliation acted on (one of several rows of a request)."""
     return event_row(
         delivery,
@@ -205,16 +203,16 @@ def run_event(delivery: Delivery, result: Result, run: Run, received: datetime) 
     )
 
 
-def _key(result: Result) -> str | None:
+def _key(result: Handled) -> str | None:
     """The idempotency key of the revision the delivery saw or announced."""
-    if result.run_key is None:
+    if result.run is None:
         return None
     from tally_handler.manifest import revision_key
 
-    return revision_key(result.run_key, result.revision or 1)
+    return revision_key(result.run, result.revision or 1)
 
 
-def _with_latency(row: dict[str, Any], result: Result) -> dict[str, Any]:
+def _with_latency(row: dict[str, Any], result: Handled) -> dict[str, Any]:
     """The log line (not the table row) carries an announcement's completion latency."""
     if result.completion_seconds is None:
         return row

@@ -50,7 +50,7 @@ from tally_handler.delivery import Delivery, EventType, Notification
 from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
 from tally_handler.layout import TALLY_FOLDER, OutputKind, Run, RunOutput, classify
 from tally_handler.manifest import NotTallys, Record, State
-from tally_handler.outcomes import Outcome, Result, RunState
+from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.ports import Storage
 from tally_handler.rows import StorageOps
 from tally_handler.spec import ExpectedPattern, Spec
@@ -139,35 +139,35 @@ class Handler:
         announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
 
     # -- notifications -------------------------------------------------------------------------
-    def notification(self, delivery: Delivery, ops: StorageOps) -> Result:
+    def notification(self, delivery: Delivery, ops: StorageOps) -> Handled:
         n = delivery.notification
         assert n is not None
         if n.name.startswith(TALLY_FOLDER):
             indexed = self.layout.match(run_prefix_of_index(n.name) + "_")
-            result = Result(Outcome.IGNORED, "tally's own object (the open-run index)")
+            result = Handled(Outcome.IGNORED, "tally's own object (the open-run index)")
             if indexed is not None:  # logged under its run
                 result.run_output = RunOutput(indexed.workflow, indexed.version, indexed.run_id, "")
-                result.run_key = self.layout.run_key(n.bucket, indexed)
+                result.run = self.layout.run(n.bucket, indexed)
             return result
         run_output = self.layout.match(n.name)
         if run_output is None:
-            return Result(
+            return Handled(
                 Outcome.IGNORED,
                 f"{n.name!r} does not match the layout {self.layout.template}; write run outputs"
                 " there, or set TALLY_LAYOUT",
             )
-        run = self.layout.run_key(n.bucket, run_output)
+        run = self.layout.run(n.bucket, run_output)
         try:
             result = self._notification(delivery, n, run_output, run, ops)
         except (UnsatisfiableSpec, NotTallys) as exc:  # permanent: logged, never retried
-            result = Result(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+            result = Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
         result.run_output = run_output
-        result.run_key = result.run_key or run
+        result.run = result.run or run
         return result
 
     def _notification(
         self, delivery: Delivery, n: Notification, output: RunOutput, run: Run, ops: StorageOps
-    ) -> Result:
+    ) -> Handled:
         kind = classify(output.path, self.config.manifest_name, self.config.failure_marker)
         deleted = n.event_type in (EventType.OBJECT_DELETE, EventType.OBJECT_ARCHIVE)
         early = self._not_for_completeness(n, run, kind, deleted, ops)
@@ -177,13 +177,13 @@ class Handler:
             spec = self.spec_for(output.workflow, output.version)
         except UnknownWorkflow as exc:
             self._ensure_open(run, ops)
-            return Result(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
+            return Handled(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
         except RegistryUnavailable as exc:
-            return Result(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+            return Handled(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
         check_satisfiable(spec, self.config.manifest_name, self.config.failure_marker)
         expected = spec.expects(output.path) if kind is OutputKind.OUTPUT else None
         if kind is OutputKind.OUTPUT and expected is None:
-            return Result(
+            return Handled(
                 Outcome.UNEXPECTED,
                 f"{output.path!r} is not an expected output of {spec.workflow}"
                 f" {spec.version}; it is listed in the manifest as unexpected",
@@ -205,7 +205,7 @@ class Handler:
                 kind,
                 actor,
                 ops,
-                Result(
+                Handled(
                     Outcome.IGNORED,
                     "a deletion before the run was announced: completeness is re-checked from"
                     " the bucket by the run's next delivery or by reconciliation",
@@ -225,7 +225,7 @@ class Handler:
         kind: OutputKind,
         actor: Actor,
         ops: StorageOps,
-    ) -> Result:
+    ) -> Handled:
         """A new generation of an expected output or of the failure marker."""
         if kind is OutputKind.OUTPUT and not affects_completeness(spec, change.path):
             return self._against_record(
@@ -235,7 +235,7 @@ class Handler:
                 kind,
                 actor,
                 ops,
-                Result(
+                Handled(
                     Outcome.RECORDED,
                     f"{change.path!r} is optional: it is listed in the manifest if present when"
                     " the run completes, and never waited for",
@@ -256,26 +256,26 @@ class Handler:
                 kind,
                 actor,
                 ops,
-                Result(Outcome.RECORDED, verdict.reason, run_state=RunState.RUNNING),
+                Handled(Outcome.RECORDED, verdict.reason, run_state=RunState.RUNNING),
             )
         done = self.announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)
-        if isinstance(done, Result):
+        if isinstance(done, Handled):
             return done
         return self._with_record(spec, run, *done, change, kind, actor, ops)
 
     def _not_for_completeness(
         self, n: Notification, run: Run, kind: OutputKind, deleted: bool, ops: StorageOps
-    ) -> Result | None:
+    ) -> Handled | None:
         """tally's own objects, metadata updates and replaced generations change no verdict."""
         if kind is OutputKind.TALLY_INTERNAL:
-            return Result(Outcome.IGNORED, "tally's own object")
+            return Handled(Outcome.IGNORED, "tally's own object")
         if n.event_type is EventType.OBJECT_METADATA_UPDATE:
-            return Result(Outcome.IGNORED, f"{n.event_type} does not change which outputs exist")
+            return Handled(Outcome.IGNORED, f"{n.event_type} does not change which outputs exist")
         replaced = deleted and n.overwritten_by_generation is not None
         if kind is OutputKind.MANIFEST:
             return self.announcer.manifest_event(run, n.generation, n.md5, deleted, replaced, ops)
         if replaced:
-            return Result(
+            return Handled(
                 Outcome.IGNORED,
                 f"generation {n.generation} was replaced by generation"
                 f" {n.overwritten_by_generation}, whose own notification counts",
@@ -290,8 +290,8 @@ class Handler:
         kind: OutputKind,
         actor: Actor,
         ops: StorageOps,
-        open_result: Result,
-    ) -> Result:
+        open_result: Handled,
+    ) -> Handled:
         """The run looked open from this delivery: unless its record says otherwise, it is."""
         found = self.announcer.record(run, ops)
         if found is None:
@@ -310,9 +310,9 @@ class Handler:
         kind: OutputKind,
         actor: Actor,
         ops: StorageOps,
-    ) -> Result:
+    ) -> Handled:
         settled = self.announcer.settle(run, record, generation, actor, Outcome.COMPLETED, ops)
-        if not isinstance(settled, Result):
+        if not isinstance(settled, Handled):
             return self._announced(spec, run, *settled, change, kind, actor, ops)
         if self._covered(run, record, change, kind, ops):
             return settled  # the claim lists this very object: nothing more to look at
@@ -320,14 +320,14 @@ class Handler:
             # Another delivery is announcing from a listing that may predate this change.
             if actor.last_attempt:
                 self.announcer.ensure_open(run, ops)  # reconciliation reviews it
-                return Result(
+                return Handled(
                     Outcome.CHANGED,
                     f"{settled.detail}; this change is not in its claim: reconciliation"
                     " reviews the run",
                     revision=record.revision,
                     run_state=RunState.ANNOUNCING,
                 )
-            return Result(
+            return Handled(
                 Outcome.DEFERRED,
                 f"{settled.detail}; this change is not in its claim and is examined once the"
                 " claim is published; Pub/Sub redelivers",
@@ -365,12 +365,12 @@ class Handler:
         kind: OutputKind,
         actor: Actor,
         ops: StorageOps,
-    ) -> Result:
+    ) -> Handled:
         """The run has a published revision: is this delivery a duplicate, or a change?"""
         try:
             known = self.announcer.known(run, record, ops)
         except NotTallys as exc:
-            return Result(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+            return Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
         if _matches(known, change, kind):
             return self._after_completion(known.revision, known.state)
         marker = run.prefix + self.config.failure_marker
@@ -383,8 +383,8 @@ class Handler:
         return self.announcer.review(run, spec, record, generation, change, actor, ops)
 
     @staticmethod
-    def _after_completion(revision: int, state: State) -> Result:
-        return Result(
+    def _after_completion(revision: int, state: State) -> Handled:
+        return Handled(
             Outcome.AFTER_COMPLETION,
             f"the run was announced {state} (revision {revision}); this delivery changes nothing",
             revision=revision,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_TEMPLATE = "{workflow}/{version}/{run_id}/{path}"
-TALLY_FOLDER = "_tally/"  # tally's own objects inside a run folder (large output lists)
+# tally's own objects: in a run folder (the record, large output lists) and at the bucket root
+TALLY_FOLDER = "_tally/"
 
 _RUN_FIELDS = ("workflow", "version", "run_id")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -52,6 +53,8 @@ class RunOutput:
 
 @dataclass(frozen=True, slots=True)
 class Run:
+    """One run folder; ``key`` (bucket/workflow/version/run_id) is its ``run_key`` everywhere."""
+
     bucket: str
     workflow: str
     version: str
@@ -143,7 +146,7 @@ class Layout:
             + "/"
         )
 
-    def run_key(self, bucket: str, output: RunOutput) -> Run:
+    def run(self, bucket: str, output: RunOutput) -> Run:
         prefix = self.run_prefix(output.workflow, output.version, output.run_id)
         return Run(bucket, output.workflow, output.version, output.run_id, prefix)
 

@@ -96,13 +96,13 @@ class RunState(StrEnum):
 
 
 @dataclass(slots=True)
-class Result:
+class Handled:
     """What the handler did with one delivery (or reconciliation with one run): one event row."""
 
     outcome: Outcome
     detail: str
     run_output: RunOutput | None = None
-    run_key: Run | None = None
+    run: Run | None = None
     revision: int | None = None  # the run's revision this delivery saw or announced
     run_state: RunState | None = None
     severity: str | None = None  # overrides the outcome's (a change that left a run incomplete)

@@ -35,7 +35,7 @@ from tally_handler.errors import PreconditionFailed, TransientError, UnknownWork
 from tally_handler.handler import Handler, claimant_of
 from tally_handler.layout import TALLY_FOLDER, Run, RunOutput
 from tally_handler.manifest import NotTallys, Record
-from tally_handler.outcomes import Outcome, Result, RunState
+from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
@@ -58,7 +58,7 @@ class ReconcileReport:
     unknown: list[str] = field(default_factory=list)
     indexed: bool = False  # the runs came from the open-run index
     next_page_token: str | None = None
-    results: list[tuple[Run, Result]] = field(default_factory=list)
+    results: list[tuple[Run, Handled]] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (
@@ -158,7 +158,7 @@ def reconcile_runs(
         report.next_page_token = run_prefix
         run_output = handler.layout.match(run_prefix + "x")
         if run_output is not None:
-            run = handler.layout.run_key(bucket, run_output)
+            run = handler.layout.run(bucket, run_output)
             _reconcile_run(handler, actor, run, ops, dry_run, now, report)
     else:
         report.next_page_token = None  # the walk finished
@@ -180,7 +180,7 @@ def _reconcile_run(
     except NotTallys as exc:
         report.blocked.append(run.key)
         report.results.append(
-            (run, Result(Outcome.BLOCKED, str(exc), run_key=run, run_state=RunState.BLOCKED))
+            (run, Handled(Outcome.BLOCKED, str(exc), run=run, run_state=RunState.BLOCKED))
         )
         return
     try:
@@ -244,7 +244,7 @@ def _stalled(
         f" missing: {', '.join(missing_outputs(spec, entries))}"
     )
     report.results.append(
-        (run, Result(Outcome.STALLED, detail, run_key=run, run_state=RunState.STALLED))
+        (run, Handled(Outcome.STALLED, detail, run=run, run_state=RunState.STALLED))
     )
 
 
@@ -262,7 +262,7 @@ def _reconcile_recorded(
     restore its manifest; then it leaves the open-run index."""
     announcer = handler.announcer
     settled = announcer.settle(run, record, generation, actor, Outcome.RECONCILED, ops)
-    if isinstance(settled, Result):
+    if isinstance(settled, Handled):
         _note(report, run, settled)
         if settled.run_state is RunState.ANNOUNCING:
             return  # being announced: it stays in the open-run index
@@ -288,7 +288,7 @@ def _reconcile_recorded(
         announcer.close(run, ops)
 
 
-def _note(report: ReconcileReport, run: Run, result: Result) -> None:
+def _note(report: ReconcileReport, run: Run, result: Handled) -> None:
     """File a run's result under the report's heading and keep it for the event log."""
     if result.outcome in _ANNOUNCED:
         report.announced.append(run.key)
@@ -321,16 +321,16 @@ def reconcile_request(
     handler: Handler,
     delivery: Delivery,
     ops: StorageOps,
-    record_run: Callable[[Result, Run], None],
+    record_run: Callable[[Handled, Run], None],
     republish: Callable[[dict[str, str]], str] | None,
-) -> Result:
+) -> Handled:
     """A reconcile request message: reconcile one bounded page, queue the next, log every run."""
     assert delivery.reconcile is not None
     request = delivery.reconcile
     config = handler.config
     root = handler.layout.runs_root_prefix()
     if request.prefix is not None and not request.prefix.startswith(root):
-        return Result(
+        return Handled(
             Outcome.REJECTED,
             f"prefix {request.prefix!r} is outside the layout's root {root!r}; send a prefix"
             " inside the layout",
@@ -352,7 +352,7 @@ def reconcile_request(
         if request.every_run:
             attributes["all"] = "true"
         republish(attributes)
-    result = Result(Outcome.RECONCILED, report.summary())
+    result = Handled(Outcome.RECONCILED, report.summary())
     if request.workflow is not None and request.version is not None:
         # logged under the version it reconciled (the registry asks for one per registration)
         result.run_output = RunOutput(request.workflow, request.version, "", "")
