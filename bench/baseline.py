@@ -1,13 +1,14 @@
-"""The scratch-file design tally replaces, as a benchmark baseline (an HTTP Cloud Function).
+"""The scratch-file baseline: the design tally replaces, as an HTTP Cloud Function.
 
-Written from the seed's description (/work/shared/seeds/000_cab46309fc931929.txt, "sg_update_clio"),
-not from tally's code. Per finalize event of an object `{workflow}/{version}/{run_id}/{path}`:
+The scratch-file aggregation proposed for WFL's ``sg_update_clio`` (broadinstitute/wfl pull
+request 286), written from that description, not from tally's code. Per finalize event of an
+object `{workflow}/{version}/{run_id}/{path}`:
 
 * an expected output: read the scratch file `output.json` of the run folder (with its
   generation), add the output's path, write it back with `ifGenerationMatch` (0 when it does not
   exist yet). A `412` means another invocation won the race: back off a little (jittered), read it
   down again and retry; the retries are bounded by the number of expected outputs, as in the
-  seed. If the path is already listed, another invocation did the job: exit without effect.
+  proposal. If the path is already listed, another invocation did the job: exit without effect.
 * the scratch file itself (its writes trigger invocations too): read its metadata; if it is
   already claimed, or does not list every expected output, exit. Otherwise claim it by adding a
   custom metadata key with `ifMetagenerationMatch` (a losing invocation gets `412` and exits) and

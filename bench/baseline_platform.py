@@ -111,7 +111,7 @@ class BaselinePlatform:
         self.storage_url = f"http://127.0.0.1:{port}"
         storage = self._spawn(
             "baseline-storage",
-            # The seed's trigger is google.storage.object.finalize.
+            # The baseline's trigger is google.storage.object.finalize, as proposed.
             fake_gcs_command(port, self.names.project, EVENTS_TOPIC, BUCKET, "finalize"),
             {"PUBSUB_EMULATOR_HOST": self.stack.pubsub_host},
         )
