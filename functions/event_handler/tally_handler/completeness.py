@@ -17,6 +17,10 @@ whole folder once every exact path is present: prefer exact paths for large runs
 
 ``Scan`` is a pure state machine: the adapter performs the ``ListRequest``s it asks for (offsets
 and tokens relative to the run prefix) and feeds back the entries.
+
+What a whole listing holds against the spec (present, missing, unexpected, pattern counts) is
+``assess``'s ``Assessment``, the only definition of "missing": a Scan that lists everything ends
+with it, and reconciliation and ``tally status`` read it too.
 """
 
 from __future__ import annotations
@@ -98,6 +102,92 @@ class Failed:
 Result = Complete | Incomplete | Failed
 
 
+def missing_path(path: str) -> Incomplete:
+    """The verdict once one required path is proven missing (by a walk, a probe or a listing)."""
+    return Incomplete(f"expected output {path!r} is not in the run folder yet", path)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternCount:
+    """A pattern of the spec and how many listed outputs it matched; it wants exactly ``count``."""
+
+    expected: ExpectedPattern
+    found: int
+
+    @property
+    def satisfied(self) -> bool:
+        return self.found == self.expected.count
+
+    def describe(self) -> str:
+        return f"{self.expected.pattern} ({self.found} of {self.expected.count})"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A run folder's listing against its spec: the one definition of present and missing, used by
+    the handler's verdicts, reconciliation's ``stalled`` detail and ``tally status``.
+
+    Each listed object is an output (of the one expected output ``Spec.expects`` names: an exact
+    path first, else the first matching pattern), unexpected, the manifest, the failure marker, or
+    tally's own (``_tally/``, left out). A required pattern must match exactly ``count`` objects:
+    fewer is not complete yet, more breaks the workflow's contract and is not complete either.
+    """
+
+    outputs: tuple[Output, ...]
+    unexpected: tuple[Entry, ...]  # listed in the manifest; never block completion
+    missing_paths: tuple[str, ...]  # required exact paths not listed, in listing order
+    patterns: tuple[PatternCount, ...]  # every pattern of the spec, required or not, spec order
+    manifest: Entry | None = None
+    marker: Entry | None = None  # the failure marker
+
+    @property
+    def unmet_patterns(self) -> tuple[PatternCount, ...]:
+        """Required patterns whose count is off (too few or too many)."""
+        return tuple(p for p in self.patterns if p.expected.required and not p.satisfied)
+
+    @property
+    def complete(self) -> bool:
+        """Every required output is there (the failure marker aside: ``verdict`` weighs it)."""
+        return not self.missing_paths and not self.unmet_patterns
+
+    @property
+    def pattern_outputs(self) -> int:
+        """Outputs counted by required patterns (the coalescing gate's progress)."""
+        return sum(p.found for p in self.patterns if p.expected.required)
+
+    def missing(self, limit: int | None = None) -> list[str]:
+        """What the run still lacks, for people: required paths, then patterns off their count
+        ("parts/*.csv (1 of 3)"); past ``limit`` items the rest is "and N more"."""
+        missing = [*self.missing_paths, *(p.describe() for p in self.unmet_patterns)]
+        if limit is not None and len(missing) > limit:
+            return [*missing[:limit], f"and {len(missing) - limit} more"]
+        return missing
+
+    def verdict(self, start_path: str = "", *, exhaustive: bool = True) -> Result:
+        """Failed if the marker is listed, else Complete or the first reason it is not. Missing
+        paths are reported from ``start_path`` on, wrapping around, as a Scan finds them; not
+        ``exhaustive``, a missing path wins over the marker, as a Scan that stops at it."""
+        split = bisect_left(self.missing_paths, start_path)
+        missing = (*self.missing_paths[split:], *self.missing_paths[:split])
+        if missing and not exhaustive:
+            return missing_path(missing[0])
+        if self.marker is not None:
+            return Failed(self.marker, self.outputs, self.unexpected, missing, self.manifest)
+        if missing:
+            return missing_path(missing[0])
+        for unmet in self.unmet_patterns:
+            pattern, found, count = unmet.expected.pattern, unmet.found, unmet.expected.count
+            if found < count:
+                return Incomplete(
+                    f"pattern {pattern!r} matched {found} objects, the spec expects exactly {count}"
+                )
+            return Incomplete(
+                f"pattern {pattern!r} matched {found} objects, the spec says exactly {count}:"
+                " delete the extra objects or fix the spec's count"
+            )
+        return Complete(self.outputs, self.unexpected, self.manifest)
+
+
 class UnsatisfiableSpec(ValueError):
     """The spec requires a name tally reserves: no run of it can ever complete."""
 
@@ -123,12 +213,6 @@ def in_range(entries: Sequence[Entry], start: str | None, end: str | None) -> li
     return [
         e for e in entries if (start is None or e.path >= start) and (end is None or e.path < end)
     ]
-
-
-def pattern_matches(spec: Spec, entries: Sequence[Entry]) -> int:
-    """How many listed entries match a required pattern (for the coalescing gate's deficit)."""
-    patterns = spec.required_patterns
-    return sum(1 for e in entries if any(p.matches(e.path) for p in patterns))
 
 
 def affects_completeness(spec: Spec, path: str) -> bool:
@@ -270,27 +354,18 @@ class Scan:
         return False
 
     def _missing(self, path: str) -> None:
-        self.result = Incomplete(f"expected output {path!r} is not in the run folder yet", path)
+        self.result = missing_path(path)
 
 
-def evaluate(
-    spec: Spec,
-    entries: Sequence[Entry],
-    manifest_name: str,
-    failure_marker: str,
-    *,
-    start_path: str = "",
-) -> Result:
-    """The verdict on a whole run folder's entries (sorted by path).
-
-    A required pattern must match exactly ``count`` objects: fewer is not complete yet, more breaks
-    the workflow's contract and is not complete either (the event log and a stalled run say so).
-    """
+def assess(
+    spec: Spec, entries: Sequence[Entry], manifest_name: str, failure_marker: str
+) -> Assessment:
+    """Weigh a whole run folder's entries (sorted by path) against the spec's expected outputs."""
     outputs: list[Output] = []
     unexpected: list[Entry] = []
     marker: Entry | None = None
     manifest: Entry | None = None
-    matches: Counter[ExpectedPattern] = Counter()
+    found: Counter[ExpectedPattern] = Counter()
     for entry in entries:
         kind = classify(entry.path, manifest_name, failure_marker)
         if kind is OutputKind.FAILURE_MARKER:
@@ -304,28 +379,25 @@ def evaluate(
             else:
                 outputs.append(Output(entry, expected))
                 if isinstance(expected, ExpectedPattern):
-                    matches[expected] += 1
+                    found[expected] += 1
     present = {output.entry.path for output in outputs}
-    required = spec.required_paths
-    split = bisect_left(required, start_path)
-    # In scan order (from start_path, wrapping around), as the walk would have found them.
-    missing = tuple(path for path in (*required[split:], *required[:split]) if path not in present)
-    if marker is not None:
-        return Failed(marker, tuple(outputs), tuple(unexpected), missing, manifest)
-    if missing:
-        return Incomplete(
-            f"expected output {missing[0]!r} is not in the run folder yet", missing[0]
-        )
-    for pattern in spec.required_patterns:
-        found = matches[pattern]
-        if found < pattern.count:
-            return Incomplete(
-                f"pattern {pattern.pattern!r} matched {found} objects, the spec expects "
-                f"exactly {pattern.count}"
-            )
-        if found > pattern.count:
-            return Incomplete(
-                f"pattern {pattern.pattern!r} matched {found} objects, the spec says exactly "
-                f"{pattern.count}: delete the extra objects or fix the spec's count"
-            )
-    return Complete(tuple(outputs), tuple(unexpected), manifest)
+    return Assessment(
+        outputs=tuple(outputs),
+        unexpected=tuple(unexpected),
+        missing_paths=tuple(path for path in spec.required_paths if path not in present),
+        patterns=tuple(PatternCount(pattern, found[pattern]) for pattern in spec.patterns),
+        manifest=manifest,
+        marker=marker,
+    )
+
+
+def evaluate(
+    spec: Spec,
+    entries: Sequence[Entry],
+    manifest_name: str,
+    failure_marker: str,
+    *,
+    start_path: str = "",
+) -> Result:
+    """The verdict on a whole run folder's entries (sorted by path)."""
+    return assess(spec, entries, manifest_name, failure_marker).verdict(start_path)

@@ -39,10 +39,11 @@ from tally_handler.completeness import (
     Scan,
     UnsatisfiableSpec,
     affects_completeness,
+    assess,
     check_satisfiable,
     in_range,
     key_ranges,
-    pattern_matches,
+    missing_path,
     split_points,
 )
 from tally_handler.config import Config
@@ -409,7 +410,7 @@ class Handler:
                 return self._scan(spec, run, own, ops)
             probes += 1
             if not self.storage.exists(run.bucket, run.prefix + path, ops):
-                return Incomplete(f"expected output {path!r} is not in the run folder yet", path)
+                return missing_path(path)
             self.cache.add_present(run.key, {path})
         return self._whole_folder(spec, run, own, ops)  # nothing missing: the whole folder decides
 
@@ -432,14 +433,12 @@ class Handler:
         listed: frozenset[str] = frozenset()
         try:
             entries = self._list_folder(run, ops)
-            matched = pattern_matches(spec, entries)
+            found = assess(spec, entries, self.config.manifest_name, self.config.failure_marker)
+            matched = found.pattern_outputs
             listed = frozenset(entry.path for entry in entries)
-            scan = Scan(spec, "", self.config.manifest_name, self.config.failure_marker)
-            scan.feed(entries, None)
         finally:
             self.coalescer.finish(run.key, token, matched, listed)
-        assert scan.result is not None
-        return scan.result
+        return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
 
     def _list_folder(self, run: Run, ops: StorageOps) -> list[Entry]:
         """Every object of the run folder, its key ranges (split at the previous listing's

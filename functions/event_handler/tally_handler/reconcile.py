@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tally_handler.announce import OPEN_INDEX, Actor, run_prefix_of_index
-from tally_handler.completeness import Complete, Entry, Failed, ListRequest, evaluate
+from tally_handler.completeness import Assessment, Complete, Entry, Failed, ListRequest, assess
 from tally_handler.delivery import Delivery, Reconcile
 from tally_handler.errors import PreconditionFailed, TransientError, UnknownWorkflow
 from tally_handler.handler import Handler, claimant_of
@@ -200,7 +200,8 @@ def _reconcile_run(
             announcer.close(run, ops)
         return
     config = handler.config
-    verdict = evaluate(spec, entries, config.manifest_name, config.failure_marker)
+    found = assess(spec, entries, config.manifest_name, config.failure_marker)
+    verdict = found.verdict()
     if isinstance(verdict, Complete | Failed):
         if dry_run:
             report.announced.append(run.key)
@@ -213,7 +214,7 @@ def _reconcile_run(
         return
     report.incomplete.append(run.key)
     if not dry_run:
-        _stalled(handler, run, spec, entries, now, ops, report)
+        _stalled(handler, run, spec, entries, found, now, ops, report)
 
 
 def _stalled(
@@ -221,6 +222,7 @@ def _stalled(
     run: Run,
     spec: Spec,
     entries: list[Entry],
+    found: Assessment,
     now: datetime,
     ops: StorageOps,
     report: ReconcileReport,
@@ -241,7 +243,7 @@ def _stalled(
     report.stalled.append(run.key)
     detail = (
         f"past its {spec.deadline_minutes}-minute deadline since {deadline.isoformat()};"
-        f" missing: {', '.join(missing_outputs(spec, entries))}"
+        f" missing: {', '.join(found.missing(limit=20))}"
     )
     report.results.append(
         (run, Handled(Outcome.STALLED, detail, run=run, run_state=RunState.STALLED))
@@ -302,19 +304,6 @@ def _note(report: ReconcileReport, run: Run, result: Handled) -> None:
         result.outcome = Outcome.CHANGED  # reconciliation waits for the next request, never 503
         report.changed.append(run.key)
     report.results.append((run, result))
-
-
-def missing_outputs(spec: Spec, entries: list[Entry], limit: int = 20) -> list[str]:
-    """What a run still lacks: required paths, then patterns short of their count."""
-    present = {entry.path for entry in entries}
-    missing = [path for path in spec.required_paths if path not in present]
-    for pattern in spec.required_patterns:
-        found = sum(pattern.matches(path) for path in present)
-        if found != pattern.count:
-            missing.append(f"{pattern.pattern} ({found} of {pattern.count})")
-    if len(missing) > limit:
-        missing = [*missing[:limit], f"and {len(missing) - limit} more"]
-    return missing
 
 
 def reconcile_request(
