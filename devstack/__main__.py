@@ -125,7 +125,7 @@ def _show_query(stack: Stack, run_id: str) -> None:
         "SELECT outcome, COUNT(*) AS deliveries FROM `${dataset}.events`"
         f" WHERE run_id = '{run_id}' GROUP BY outcome ORDER BY outcome"
     )
-    _say("     " + sql.replace("${dataset}", f"{stack.names.project}.{stack.names.dataset}"))
+    _say("     " + sql.replace("${dataset}", stack.names.dataset_ref))
     for row in stack.query(sql):
         _say(f"       {row['outcome']:<18} {row['deliveries']}")
 
@@ -182,7 +182,7 @@ The platform keeps serving until Ctrl-C.
   event handler  {stack.handler_url}   ({stack.instance_count} instances, supervised)
   storage        {stack.storage_url}   (bucket {stack.outputs_bucket})
   pubsub         {stack.pubsub_host}
-  bigquery       {stack.bigquery_url}   (dataset {stack.names.project}.{stack.names.dataset})
+  bigquery       {stack.bigquery_url}   (dataset {stack.names.dataset_ref})
   logs           {stack.log_dir}
 
 Try:

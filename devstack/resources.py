@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from google.api_core.exceptions import AlreadyExists, Conflict
+
+from tally_cli.resources import ResourceNames
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "functions" / "event_handler" / "schemas"
 VIEWS_DIR = ROOT / "bigquery" / "views"
 WORKFLOWS_DIR = ROOT / "workflows"
+REGISTRY_SOURCE = ROOT / "functions" / "registry"
 
 # Partitioning and clustering of each table, as in terraform/bigquery.tf.
 TABLES = {
@@ -24,28 +29,26 @@ TABLES = {
 
 
 @dataclass(frozen=True)
-class Names:
-    """Resource names of one platform; the defaults match Terraform's naming."""
+class Names(ResourceNames):
+    """Resource names of one local platform: Terraform's (tally_cli.resources), in a project of its
+    own, plus a subscription that sees every completion (Terraform's check subscription sees only
+    tally check's runs)."""
 
     project: str = "tally-local"
-    outputs_bucket: str = "tally-outputs"
-    registry_bucket: str = "tally-registry"
-    object_events_topic: str = "object-events"
-    completions_topic: str = "run-completions"
-    dead_letter_topic: str = "object-events-dead-letter"
-    push_subscription: str = "object-events-push"
-    dead_letter_subscription: str = "object-events-dead-letter-pull"
-    completions_subscription: str = "run-completions-all"
-    dataset: str = "tally"
 
-    def topic(self, name: str) -> str:
-        return f"projects/{self.project}/topics/{name}"
+    @property
+    def completions_subscription(self) -> str:
+        return self.prefixed("run-completions-all")
 
-    def subscription(self, name: str) -> str:
-        return f"projects/{self.project}/subscriptions/{name}"
 
-    def table(self, name: str) -> str:
-        return f"{self.project}.{self.dataset}.{name}"
+def registry_config() -> ModuleType:
+    """The registry's settings (tally_registry.config): its code is deployed from its folder, as
+    Cloud Functions does, and never installed."""
+    if str(REGISTRY_SOURCE) not in sys.path:
+        sys.path.append(str(REGISTRY_SOURCE))
+    from tally_registry import config
+
+    return config
 
 
 def create_pubsub(publisher: Any, subscriber: Any, names: Names) -> None:
@@ -90,13 +93,13 @@ def load_schema(table: str) -> list[dict[str, Any]]:
 
 
 def view_sql(path: Path, names: Names) -> str:
-    return path.read_text().replace("${dataset}", f"{names.project}.{names.dataset}")
+    return path.read_text().replace("${dataset}", names.dataset_ref)
 
 
 def create_bigquery(bq: Any, names: Names) -> None:
     from google.cloud import bigquery
 
-    dataset = bigquery.Dataset(f"{names.project}.{names.dataset}")
+    dataset = bigquery.Dataset(names.dataset_ref)
     bq.create_dataset(dataset, exists_ok=True)
     for table_name, layout in TABLES.items():
         schema = [bigquery.SchemaField.from_api_repr(f) for f in load_schema(table_name)]

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tally_handler import adapters
+from tally_handler import config as handler
 
 from devstack import resources
 from devstack.bridge import TIME_FACTOR, PushBridge, RetryPolicy
@@ -39,15 +41,20 @@ from devstack.processes import (
     processes_with_stack_id,
     tcp_open,
 )
-from devstack.resources import ROOT, Names
+from devstack.resources import ROOT, Names, registry_config
 from devstack.tap import Tap, storage_request_kind
 from devstack.tokens import TokenIssuer
+from tally_cli import config as cli
 
 __all__ = ["Completion", "Stack", "StackError"]
 
 PSTEST = ROOT / ".build" / "pstest"
 REGISTRY_WRITER = "writer@tally.test"
-REVISION_QUIET_SECONDS = 30  # the handler's default (TALLY_REVISION_QUIET_SECONDS), in the cloud
+# The handler's default quiet window, in the cloud.
+REVISION_QUIET_SECONDS = float(
+    next(s.default for s in handler.SETTINGS if s.env == handler.REVISION_QUIET_SECONDS) or 0
+)
+HANDLER_URL = "TALLY_HANDLER_URL"  # in .devstack/env: the event handler's local URL
 
 
 def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: str) -> list[str]:
@@ -201,9 +208,9 @@ class Stack:
         self.max_backoff = policy.max_backoff if max_backoff is None else max_backoff
         # Emulators the user already runs are honoured instead of started.
         self.external = {
-            "storage": environ.get("STORAGE_EMULATOR_HOST"),
-            "pubsub": environ.get("PUBSUB_EMULATOR_HOST"),
-            "bigquery": environ.get("TALLY_BIGQUERY_ENDPOINT"),
+            "storage": environ.get(cli.STORAGE_EMULATOR),
+            "pubsub": environ.get(cli.PUBSUB_EMULATOR),
+            "bigquery": environ.get(cli.BIGQUERY_ENDPOINT),
         }
         self._processes: dict[str, ManagedProcess] = {}
         self._taps: dict[str, Tap] = {}
@@ -242,14 +249,17 @@ class Stack:
     def client_env(self) -> dict[str, str]:
         """What the official Google clients need to use this platform (also in .devstack/env)."""
         return {
-            "STORAGE_EMULATOR_HOST": self.storage_url,
-            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
-            "TALLY_BIGQUERY_ENDPOINT": self.bigquery_url,
-            "TALLY_PROJECT": self.names.project,
-            "TALLY_REGISTRY_URL": self.registry_url,
-            "TALLY_HANDLER_URL": self.handler_url,
-            "TALLY_OUTPUTS_BUCKET": self.names.outputs_bucket,
-            "TALLY_DATASET": self.names.dataset,
+            cli.STORAGE_EMULATOR: self.storage_url,
+            cli.PUBSUB_EMULATOR: self.pubsub_host,
+            cli.BIGQUERY_ENDPOINT: self.bigquery_url,
+            cli.PROJECT: self.names.project,
+            cli.REGISTRY_URL: self.registry_url,
+            HANDLER_URL: self.handler_url,
+            cli.OUTPUTS_BUCKET: self.names.outputs_bucket,
+            cli.DATASET: self.names.dataset,
+            cli.OBJECT_EVENTS_TOPIC: self.names.object_events_topic,
+            cli.COMPLETIONS_TOPIC: self.names.completions_topic,
+            cli.DEAD_LETTER_SUBSCRIPTION: self.names.dead_letter_subscription,
         }
 
     def storage_client(self) -> Any:
@@ -306,7 +316,7 @@ class Stack:
         """Run SQL on the BigQuery emulator; `${dataset}` stands for project.dataset."""
         from google.api_core.retry import Retry
 
-        sql = sql.replace("${dataset}", f"{self.names.project}.{self.names.dataset}")
+        sql = sql.replace("${dataset}", self.names.dataset_ref)
         # job_retry=None: the client would otherwise re-run a failing query for ten minutes.
         job = self.bigquery_client().query(
             sql, retry=Retry(timeout=timeout), job_retry=None, timeout=timeout
@@ -432,7 +442,7 @@ class Stack:
                     self.names.outputs_bucket,
                     "finalize,metadataUpdate,delete",
                 ),
-                {"PUBSUB_EMULATOR_HOST": self.pubsub_host},
+                {cli.PUBSUB_EMULATOR: self.pubsub_host},
             ).start()
 
         if self.external["bigquery"]:
@@ -486,7 +496,7 @@ class Stack:
             os.environ.update(
                 {k: v for k, v in self.client_env.items() if k.endswith("_EMULATOR_HOST")}
             )
-            os.environ["PUBSUB_EMULATOR_HOST"] = self.pubsub_host
+            os.environ[cli.PUBSUB_EMULATOR] = self.pubsub_host
 
         self._wait_ready()
         self.timings["processes"] = time.monotonic() - t0
@@ -495,20 +505,21 @@ class Stack:
         self._start_bridge()
 
     def _registry_env(self) -> dict[str, str]:
+        registry = registry_config()
         return {
-            "TALLY_REGISTRY_BUCKET": self.names.registry_bucket,
-            "TALLY_REGISTRY_AUDIENCE": self.registry_url,
-            "TALLY_REGISTRY_WRITERS": REGISTRY_WRITER,
-            "TALLY_REGISTRY_CERTS_URL": self.tokens.certs_url if self.tokens else "",
-            "STORAGE_EMULATOR_HOST": self.storage_url,
+            registry.BUCKET: self.names.registry_bucket,
+            registry.AUDIENCE: self.registry_url,
+            registry.WRITERS: REGISTRY_WRITER,
+            registry.CERTS_URL: self.tokens.certs_url if self.tokens else "",
+            cli.STORAGE_EMULATOR: self.storage_url,
             # Registrations request a reconcile of their version on object-events.
-            "TALLY_PROJECT": self.names.project,
-            "TALLY_OBJECT_EVENTS_TOPIC": self.names.object_events_topic,
-            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            registry.PROJECT: self.names.project,
+            registry.OBJECT_EVENTS_TOPIC: self.names.object_events_topic,
+            cli.PUBSUB_EMULATOR: self.pubsub_host,
             # The run folder as the event handler sees it (empty: both use the default).
             **{
                 name: self.handler_env.get(name, "")
-                for name in ("TALLY_LAYOUT", "TALLY_MANIFEST_NAME", "TALLY_FAILURE_MARKER")
+                for name in (registry.LAYOUT, registry.MANIFEST_NAME, registry.FAILURE_MARKER)
             },
         }
 
@@ -518,20 +529,20 @@ class Stack:
 
     def _handler_env(self) -> dict[str, str]:
         env = {
-            "TALLY_PROJECT": self.names.project,
-            "TALLY_OUTPUTS_BUCKET": self.names.outputs_bucket,
-            "TALLY_REGISTRY_URL": self.registry_tap.url,
-            "TALLY_REGISTRY_AUTH": "none",
-            "TALLY_COMPLETIONS_TOPIC": self.names.completions_topic,
-            "TALLY_EVENTS_TABLE": self.names.table("events"),
-            "TALLY_RUNS_TABLE": self.names.table("runs"),
-            "TALLY_MAX_DELIVERY_ATTEMPTS": str(self.max_attempts),
+            handler.PROJECT: self.names.project,
+            handler.OUTPUTS_BUCKET: self.names.outputs_bucket,
+            handler.REGISTRY_URL: self.registry_tap.url,
+            handler.REGISTRY_AUTH: "none",
+            handler.COMPLETIONS_TOPIC: self.names.completions_topic,
+            handler.EVENTS_TABLE: self.names.events_table,
+            handler.RUNS_TABLE: self.names.runs_table,
+            handler.MAX_DELIVERY_ATTEMPTS: str(self.max_attempts),
             # The quiet window before a revision is measured against the push retries' span,
             # so it scales with them (30 s in the cloud against retries of 10 to 600 s).
-            "TALLY_REVISION_QUIET_SECONDS": f"{REVISION_QUIET_SECONDS * self.time_factor:g}",
-            "STORAGE_EMULATOR_HOST": self.storage_tap.url,
-            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
-            "TALLY_BIGQUERY_ENDPOINT": self.bigquery_tap.url,
+            handler.REVISION_QUIET_SECONDS: f"{REVISION_QUIET_SECONDS * self.time_factor:g}",
+            adapters.STORAGE_EMULATOR_HOST: self.storage_tap.url,
+            cli.PUBSUB_EMULATOR: self.pubsub_host,
+            adapters.BIGQUERY_ENDPOINT: self.bigquery_tap.url,
         }
         env.update(self.handler_env)
         return env
@@ -645,7 +656,7 @@ class Stack:
 
     def write_env_file(self) -> Path:
         path = self.state_dir / "env"
-        env = {**self.client_env, "TALLY_REGISTRY_TOKEN": self.mint_token(expires_in=12 * 3600)}
+        env = {**self.client_env, cli.REGISTRY_TOKEN: self.mint_token(expires_in=12 * 3600)}
         lines = [f"export {k}={v}" for k, v in env.items()]
         path.write_text(
             "# source this file to point Google's clients at the local platform\n"

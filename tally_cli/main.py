@@ -7,10 +7,8 @@ Exit codes:
   2  usage: bad arguments or missing configuration
   3  a dependency failed or is unreachable: registry, Storage, Pub/Sub, BigQuery
 
-Configuration: flags, then environment variables (TALLY_PROJECT, TALLY_DATASET,
-TALLY_REGISTRY_URL, TALLY_REGISTRY_TOKEN, TALLY_OUTPUTS_BUCKET, TALLY_OBJECT_EVENTS_TOPIC,
-TALLY_DEAD_LETTER_SUBSCRIPTION, STORAGE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST,
-TALLY_BIGQUERY_ENDPOINT), then .devstack/env (written by `make run`), then defaults.
+Configuration: flags, then environment variables (config.SETTINGS; docs/design.md, "Command
+line"), then .devstack/env (written by `make run`), then defaults (Terraform's names).
 """
 
 from __future__ import annotations

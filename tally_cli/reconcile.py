@@ -42,18 +42,20 @@ def queue_request(clients: Clients, prefix: str | None, every_run: bool = False)
 
 def handler_environment(settings: Settings) -> dict[str, str]:
     """The event handler's configuration (docs/design.md) from the CLI's settings."""
+    from tally_handler import config as handler
+
     local = settings.storage_emulator or settings.pubsub_emulator or settings.bigquery_endpoint
     return {
-        "TALLY_PROJECT": settings.require("project"),
-        "TALLY_OUTPUTS_BUCKET": settings.require("outputs_bucket"),
-        "TALLY_REGISTRY_URL": settings.require("registry_url"),
-        "TALLY_REGISTRY_AUTH": "none" if local else "id-token",
-        "TALLY_COMPLETIONS_TOPIC": settings.completions_topic,
-        "TALLY_EVENTS_TABLE": settings.table("events"),
-        "TALLY_RUNS_TABLE": settings.table("runs"),
-        "TALLY_LAYOUT": settings.layout,
-        "TALLY_MANIFEST_NAME": settings.manifest_name,
-        "TALLY_FAILURE_MARKER": settings.failure_marker,
+        handler.PROJECT: settings.require("project"),
+        handler.OUTPUTS_BUCKET: settings.require("outputs_bucket"),
+        handler.REGISTRY_URL: settings.require("registry_url"),
+        handler.REGISTRY_AUTH: "none" if local else "id-token",
+        handler.COMPLETIONS_TOPIC: settings.completions_topic,
+        handler.EVENTS_TABLE: settings.table("events"),
+        handler.RUNS_TABLE: settings.table("runs"),
+        handler.LAYOUT: settings.layout,
+        handler.MANIFEST_NAME: settings.manifest_name,
+        handler.FAILURE_MARKER: settings.failure_marker,
     }
 
 

@@ -31,7 +31,7 @@ def test_flags_then_environment_then_file_then_defaults(tmp_path):
     assert settings.dataset == "env_ds" and settings.source("dataset") == "env TALLY_DATASET"
     assert settings.outputs_bucket == "bucket with space"
     assert settings.source("outputs_bucket") == f"file {env_file}"
-    assert settings.dead_letter_subscription == "object-events-dead-letter-pull"
+    assert settings.dead_letter_subscription == "tally-dead-letter"  # Terraform's, prefix tally
     assert settings.source("dead_letter_subscription") == "default"
 
 

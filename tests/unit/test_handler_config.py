@@ -10,7 +10,6 @@ from tally_handler import config as settings
 from tally_handler.config import Config, ConfigError
 from tally_handler.layout import DEFAULT_TEMPLATE
 
-DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 REQUIRED = {
     "TALLY_PROJECT": "tally-local",
     "TALLY_OUTPUTS_BUCKET": "outs",
@@ -19,29 +18,6 @@ REQUIRED = {
     "TALLY_EVENTS_TABLE": "tally-local.tally.events",
     "TALLY_RUNS_TABLE": "tally-local.tally.runs",
 }
-
-
-def documented() -> dict[str, tuple[bool, str]]:
-    """variable -> (required, default) from the design's event handler table."""
-    section = DESIGN.read_text(encoding="utf-8").split("### Event handler", 1)[1]
-    section = section.split("\n### ", 1)[0]
-    found = {}
-    for name, required, default in re.findall(
-        r"^\| `(TALLY_[A-Z_]+)` \|\s*(yes|no)\s*\|([^|]*)\|", section, re.MULTILINE
-    ):
-        found[name] = (required == "yes", default.strip().strip("`"))
-    return found
-
-
-def test_every_documented_variable_is_read_with_its_default() -> None:
-    table = documented()
-    assert "TALLY_PROJECT" in table, "the design's event handler table was not found"
-    read = {setting.env: setting for setting in settings.SETTINGS}
-    assert set(table) | {settings.FAULTS} == set(read)
-    for name, (required, default) in table.items():
-        assert (read[name].default is None) is required, name
-        if not required:
-            assert read[name].default == ("" if default == "empty" else default), name
 
 
 def test_defaults() -> None:

@@ -85,7 +85,7 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Setting:
     env: str
     field: str
@@ -108,14 +108,15 @@ def _writers(value: str) -> frozenset[str]:
     return frozenset(w.strip().lower() for w in value.split(",") if w.strip())
 
 
-def _ttl(value: str) -> float:
+def _seconds(value: str) -> float:
+    # The event handler's rule (tally_handler/config.py).
     try:
-        ttl = float(value)
+        number = float(value)
     except ValueError:
-        ttl = -1.0
-    if not 0 <= ttl <= 86400:
+        raise ValueError("give a number of seconds, e.g. 30 or 0.5 (0 turns it off)") from None
+    if not 0 <= number <= 86400:
         raise ValueError("give a number of seconds between 0 and 86400")
-    return ttl
+    return number
 
 
 def _optional_topic(value: str) -> str | None:
@@ -138,7 +139,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(AUDIENCE, "audience", "the registry's own URL (writers' token audience)", _text),
     _Setting(WRITERS, "writers", "comma-separated writer emails", _writers, ""),
     _Setting(CERTS_URL, "certs_url", "the token certificates' URL", _text, GOOGLE_CERTS_URL),
-    _Setting(LIST_TTL_SECONDS, "list_ttl", "seconds", _ttl, "10"),
+    _Setting(LIST_TTL_SECONDS, "list_ttl", "seconds", _seconds, "10"),
     _Setting(PROJECT, "project", "the project of the object-events topic", _optional_text, ""),
     _Setting(
         OBJECT_EVENTS_TOPIC,
