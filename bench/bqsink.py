@@ -18,6 +18,8 @@ from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from devstack.tap import QuietHandler
+
 
 class BigQuerySink:
     def __init__(self) -> None:
@@ -51,12 +53,7 @@ class BigQuerySink:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _reply(self, document: dict[str, Any]) -> None:
                 payload = json.dumps(document).encode()
                 self.send_response(200)

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from devstack.processes import ManagedProcess, StackError, free_port
+from devstack.tap import ProxyHandler
 
 # (name, port, environment) -> a ManagedProcess not yet started
 Spawn = Callable[[str, int, dict[str, str]], ManagedProcess]
 Response = tuple[int, list[tuple[str, str]], bytes]
-
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
 @dataclass(eq=False)
@@ -415,25 +414,10 @@ class Router:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         instances = self._instances
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                fwd = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                status, headers, payload = instances.forward(self.command, self.path, fwd, body)
-                self.send_response(status)
-                for key, value in headers:
-                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                body, fwd = self.request_body(), self.forwarded_headers()
+                self.relay(*instances.forward(self.command, self.path, fwd, body))
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 

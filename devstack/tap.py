@@ -17,6 +17,39 @@ from urllib.parse import urlsplit
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """The platform's own HTTP servers: keep-alive HTTP/1.1, no access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class ProxyHandler(QuietHandler):
+    """A request relayed elsewhere (a tap, the handler's router): body in, answer back."""
+
+    def request_body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def forwarded_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+
+    def relay(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        try:
+            self.send_response(status)
+            for key, value in headers:
+                if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the caller died (a killed instance)
+
+
 def storage_request_kind(method: str, path: str, query: str) -> str:
     """Classify a Cloud Storage JSON API request: list, read, write or other."""
     if path.startswith("/upload/"):
@@ -96,15 +129,9 @@ class Tap:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         tap = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                body = self.request_body()
                 split = urlsplit(self.path)
                 kind = tap._classify(self.command, split.path, split.query)
                 if tap.down:
@@ -114,7 +141,7 @@ class Tap:
                         b'{"error": {"code": 503, "message": "tap down"}}',
                     )
                 else:
-                    fwd = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    fwd = self.forwarded_headers()
                     try:
                         status, headers, payload = tap._forward(self.command, self.path, fwd, body)
                     except OSError as exc:
@@ -124,17 +151,7 @@ class Tap:
                     tap.statuses[status] += 1
                     if tap.log is not None:
                         tap.log.append((self.command, split.path, split.query, status))
-                try:
-                    self.send_response(status)
-                    for key, value in headers:
-                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                            self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True  # the caller died (a killed instance)
+                self.relay(status, headers, payload)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
