@@ -368,10 +368,10 @@ class Check:
         if not found:
             raise StepFailed(*self._diagnose_silence())
         self.message = found[0]
-        status = self.message.attributes.get("status")
-        if status != "COMPLETE":
+        state = self.message.attributes.get("state")
+        if state != "COMPLETE":
             raise StepFailed(
-                f"announced with status {status!r}, not COMPLETE",
+                f"announced with state {state!r}, not COMPLETE",
                 "tally check writes every expected output: read the run's event log rows "
                 f"(tally query run_history -p run_id={self.target.run_id})",
             )

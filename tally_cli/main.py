@@ -316,7 +316,7 @@ def _print_announcement(doc: dict[str, Any]) -> None:
             f"claimed by {announced['claimant']} {announced['claim_age_seconds']:.0f} s ago,"
             " not yet marked published"
             if announced["claim_status"] == "claimed"
-            else f"published {announced['published_at']}"
+            else f"published {announced['published_time']}"
         )
         say(
             f"announced revision {announced['revision']} {announced['state']},"

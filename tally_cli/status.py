@@ -133,16 +133,16 @@ class RunStatus:
         if manifest.outputs_object:
             split = self._download(bucket, run.prefix + manifest.outputs_object)
             outputs = outputs_from_object(split[0]) if split else ()
-        claimed_at = datetime.fromisoformat(record.claim.claimed_at.replace("Z", "+00:00"))
+        claimed_time = datetime.fromisoformat(record.claim.claimed_time.replace("Z", "+00:00"))
         return {
             "revision": record.revision,
-            "claim_status": record.status.value,
+            "claim_status": record.claim_status.value,
             "state": manifest.state.value,
             "idempotency_key": manifest.idempotency_key,
             "claimant": record.claim.claimant,
-            "claimed_at": record.claim.claimed_at,
-            "claim_age_seconds": round((datetime.now(UTC) - claimed_at).total_seconds(), 1),
-            "published_at": record.published_at,
+            "claimed_time": record.claim.claimed_time,
+            "claim_age_seconds": round((datetime.now(UTC) - claimed_time).total_seconds(), 1),
+            "published_time": record.published_time,
             "outputs_count": manifest.outputs_count,
             "unexpected_count": manifest.unexpected_count,
             "failure_reason": manifest.failure_reason,

@@ -8,7 +8,7 @@ SELECT
   run_id,
   state,
   completion_seconds,
-  first_event_time,
+  first_output_time,
   announced_time,
   announced_by,
   deliveries,

@@ -1,14 +1,14 @@
 -- completion_latency: per day of announcement, percentiles of the time from a run's first output
--- (runs.first_event_time) to its announcement (runs.announced_time), in seconds.
+-- (runs.first_output_time) to its announcement (runs.announced_time), in seconds.
 -- One row per (day, workflow), plus one row per day with workflow NULL for all workflows.
 -- APPROX_QUANTILES is approximate on large inputs (exact on small ones).
 WITH announced AS (
   SELECT
     workflow,
     DATE(announced_time) AS day,
-    TIMESTAMP_DIFF(announced_time, first_event_time, MILLISECOND) / 1000.0 AS seconds
+    TIMESTAMP_DIFF(announced_time, first_output_time, MILLISECOND) / 1000.0 AS seconds
   FROM `${dataset}.runs`
-  WHERE first_event_time IS NOT NULL
+  WHERE first_output_time IS NOT NULL
   QUALIFY ROW_NUMBER() OVER (PARTITION BY run_key ORDER BY announced_time) = 1
 ),
 per_workflow AS (

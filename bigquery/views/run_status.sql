@@ -16,7 +16,11 @@
 -- output arrived (recorded, completed, after-completion); unexpected_seen counts `unexpected` ones.
 -- The spec (what is expected) lives in the registry, not in BigQuery: `outputs_in_manifest` is the
 -- announced manifest's count, and `tally status` compares the bucket with the spec.
--- completion_seconds = announced_time - first_event_time (the run's earliest output).
+-- first_event_time is the time of the run's earliest event row (event_time, else received_time);
+-- first_output_time, from the announced revision (runs), is the creation time of the run's
+-- earliest object: two different instants.
+-- completion_seconds = announced_time - first_output_time: NULL until the run is announced, and
+-- for a run none of whose listed objects had a readable creation time (first_output_time NULL).
 WITH unique_rows AS (
   SELECT *
   FROM `${dataset}.events`
@@ -93,10 +97,10 @@ SELECT
     WHEN a.idempotency_key IS NOT NULL AND al.idempotency_key IS NULL
       AND s.last_state IN ('RUNNING', 'ANNOUNCING') THEN 'ANNOUNCING'
     -- a delivery that saw the run open may log after the one that announced it
-    WHEN s.last_state = 'RUNNING' AND al.idempotency_key IS NOT NULL THEN a.status
+    WHEN s.last_state = 'RUNNING' AND al.idempotency_key IS NOT NULL THEN a.state
     WHEN s.last_state = 'RUNNING' AND p.stalled_time IS NOT NULL THEN 'STALLED'
     WHEN s.last_state IS NOT NULL THEN s.last_state
-    WHEN a.status IS NOT NULL THEN a.status
+    WHEN a.state IS NOT NULL THEN a.state
     WHEN p.failed_logged THEN 'FAILED'
     WHEN p.completed_logged THEN 'COMPLETE'
     WHEN p.stalled_time IS NOT NULL THEN 'STALLED'
@@ -107,7 +111,8 @@ SELECT
       THEN GREATEST(COALESCE(a.revision, 1), COALESCE(s.last_revision, 0))
   END AS revision,
   IF(al.idempotency_key IS NULL, a.announced_time, NULL) AS claimed_time,
-  COALESCE(a.first_event_time, p.first_event_time) AS first_event_time,
+  p.first_event_time,
+  a.first_output_time,
   p.last_event_time,
   p.last_received_time,
   COALESCE(p.deliveries, 0) AS deliveries,
@@ -123,8 +128,7 @@ SELECT
   a.outcome AS announced_by,
   a.announced_time,
   a.idempotency_key,
-  TIMESTAMP_DIFF(a.announced_time, COALESCE(a.first_event_time, p.first_event_time), MILLISECOND)
-    / 1000.0 AS completion_seconds
+  TIMESTAMP_DIFF(a.announced_time, a.first_output_time, MILLISECOND) / 1000.0 AS completion_seconds
 FROM run_keys AS k
 LEFT JOIN per_run AS p USING (workflow, version, run_id)
 LEFT JOIN last_row AS l USING (workflow, version, run_id)

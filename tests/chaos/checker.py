@@ -193,9 +193,9 @@ def disagreements(
     problems = []
     if body.get("idempotency_key") != key or attributes.get("idempotency_key") != key:
         problems.append(f"revision {revision}: key {attributes.get('idempotency_key')} != {key}")
-    if body.get("state") != expected_state or attributes.get("status") != expected_state:
+    if body.get("state") != expected_state or attributes.get("state") != expected_state:
         problems.append(
-            f"state {body.get('state')}/{attributes.get('status')}, bucket says {expected_state}"
+            f"state {body.get('state')}/{attributes.get('state')}, bucket says {expected_state}"
         )
     if outputs != truth.outputs():
         gone = sorted(set(outputs.items()) - set(truth.outputs().items()))
@@ -348,12 +348,12 @@ def check_record(truth: RunTruth, figures: Figures, prefix: str) -> None:
         figures.fail("blocked_after_repair", f"{prefix}: output.json is not tally's")
     if record is None:
         return
-    if record.get("status") == "claimed":
+    if record.get("claim_status") == "claimed":
         claim = record.get("claim") or {}
         figures.fail(
             "announcing_after_repair",
             f"{prefix}: revision {record.get('revision')} claimed by {claim.get('delivery_id')}"
-            f" at {claim.get('claimed_at')}",
+            f" at {claim.get('claimed_time')}",
         )
         return
     if truth.kind is RunKind.INCOMPLETE:
@@ -510,7 +510,7 @@ def history(stack: Any, truth: RunTruth, limit: int = 60) -> list[str]:
         f" post={[(str(a.kind), a.path, a.wait_announced) for a in truth.run.post]}"
         f" announcements={len(truth.announcements)}"
         f" output.json=revision {None if stored is None else stored.get('revision')}"
-        f" record={record.get('status')} revision {record.get('revision')}"
+        f" record={record.get('claim_status')} revision {record.get('revision')}"
         f" claim {record.get('claim')}",
         f"    bucket outputs: {sorted(truth.outputs().items())}",
     ]
@@ -529,7 +529,7 @@ def history(stack: Any, truth: RunTruth, limit: int = 60) -> list[str]:
             f"    announced {a['id']} revision {a['attributes'].get('revision')} key"
             f" {a['attributes'].get('idempotency_key')}: {m.get('state')}"
             f" {sorted(_listed(m.get('outputs')).items())},"
-            f" claimed by {claim.get('delivery_id')} at {claim.get('claimed_at')}"
+            f" claimed by {claim.get('delivery_id')} at {claim.get('claimed_time')}"
         )
     return lines
 

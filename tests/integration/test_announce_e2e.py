@@ -110,8 +110,8 @@ def run_rows(stack: Any, workflow: str) -> list[dict[str, Any]]:
 
 
 def claim_age(stack: Any, prefix: str) -> float:
-    claimed_at = record(stack, prefix)["claim"]["claimed_at"]
-    claimed = datetime.fromisoformat(claimed_at.replace("Z", "+00:00"))
+    claimed_time = record(stack, prefix)["claim"]["claimed_time"]
+    claimed = datetime.fromisoformat(claimed_time.replace("Z", "+00:00"))
     return (datetime.now(UTC) - claimed).total_seconds()
 
 
@@ -167,7 +167,7 @@ def crashed_claim(stack: Any, workflow: str, prefix: str, paths: list[str], step
         wait_idle(stack)
     assert sum(a.status == 500 for a in stack.bridge.stats.attempts) > crashes_before
     stuck = record(stack, prefix)
-    assert stuck is not None and stuck["status"] == "claimed", stuck
+    assert stuck is not None and stuck["claim_status"] == "claimed", stuck
     return stuck
 
 
@@ -211,7 +211,7 @@ def test_1_a_takeover_after_a_crash_after_publish_publishes_the_claimed_bytes(st
         timeout=30,
         message="revision 1's runs row",
     )
-    contents = {(r["outputs_count"], r["status"], r["announced_time"], r["revision"]) for r in rows}
+    contents = {(r["outputs_count"], r["state"], r["announced_time"], r["revision"]) for r in rows}
     assert contents == {(claimed["outputs_count"], "COMPLETE", contents.copy().pop()[2], 1)}
     assert manifest(stack, prefix) == second, "output.json holds the latest revision"
 
@@ -306,7 +306,7 @@ def test_2_an_output_rewritten_after_completion_is_announced_as_revision_2(stack
         second["idempotency_key"],
     }, "one revision for one rewrite"
     assert poll(lambda: manifest(stack, prefix) == second, timeout=30, message="output.json")
-    assert record(stack, prefix)["status"] == "published"
+    assert record(stack, prefix)["claim_status"] == "published"
     assert logged(stack, workflow, "outcome = 'revised'")
 
 
@@ -340,7 +340,7 @@ def test_2_a_deleted_required_output_is_changed_until_it_is_back(stack, unique):
 def test_3_a_deleted_manifest_is_restored_and_never_announced_again(stack, unique, monkeypatch):
     """Before issue 12 a missing output.json meant "never announced": the manifest's own deletion
     was ignored, and both reconciliation and a late duplicate after a restart claimed the run
-    again and published it a 2nd and 3rd time with new published_at values and runs rows. Now the
+    again and published it a 2nd and 3rd time with new published times and runs rows. Now the
     record restores it (`restored`) and nothing is published again."""
     workflow = f"restore-{unique}"
     spec = spec_with(workflow)
@@ -439,7 +439,7 @@ def test_5_a_cold_instance_logs_a_late_output_of_a_failed_run_after_completion(s
     prefix = f"{workflow}/{VERSION}/run-1/"
     write_outputs(stack, prefix, ["a.txt", "c.csv"])
     bucket(stack).blob(prefix + "_FAILED").upload_from_string("out of memory")
-    assert wait_announced(stack, workflow, VERSION, "run-1")[0].attributes["status"] == "FAILED"
+    assert wait_announced(stack, workflow, VERSION, "run-1")[0].attributes["state"] == "FAILED"
     wait_idle(stack)
 
     stack.restart_handler(BASE)  # every instance cold
@@ -498,7 +498,7 @@ def test_6_a_dead_lettered_claimant_is_finished_by_a_later_delivery_after_the_le
     try:
         write_outputs(stack, prefix, [p for p in run_paths(spec, 8) if p != "optional.log"])
         poll(
-            lambda: (r := record(stack, prefix)) and r["status"] == "claimed",
+            lambda: (r := record(stack, prefix)) and r["claim_status"] == "claimed",
             timeout=30,
             message="the run claimed during the outage",
         )
@@ -508,7 +508,7 @@ def test_6_a_dead_lettered_claimant_is_finished_by_a_later_delivery_after_the_le
         stack.bridge.max_attempts = stack.max_attempts
     assert len(stack.bridge.stats.dead_lettered) > dead_before
     stuck = record(stack, prefix)
-    assert stuck["status"] == "claimed", "the claimant was dead-lettered before it finished"
+    assert stuck["claim_status"] == "claimed", "the claimant was dead-lettered before it finished"
     assert manifest(stack, prefix) is None
 
     wait_lease_over(stack, prefix)
@@ -523,7 +523,7 @@ def test_6_a_dead_lettered_claimant_is_finished_by_a_later_delivery_after_the_le
     key1 = json.loads(stuck["manifest"])["idempotency_key"]
     assert contents_by_key(stack, workflow, "run-1")[key1] == [json.loads(stuck["manifest"])]
     assert poll(
-        lambda: (r := record(stack, prefix)) and r["status"] == "published",
+        lambda: (r := record(stack, prefix)) and r["claim_status"] == "published",
         timeout=15,
         message="the record marked published",
     )
@@ -569,9 +569,9 @@ def test_8_the_registry_refuses_a_spec_naming_its_configured_manifest():
     result.json as an expected output."""
     import requests
 
-    from bench.registry import LocalRegistry
+    from devstack import RegistryStack
 
-    with LocalRegistry(extra_env={"TALLY_MANIFEST_NAME": "result.json"}) as reg:
+    with RegistryStack(handler_env={"TALLY_MANIFEST_NAME": "result.json"}) as reg:
 
         def put(version: str, path: str) -> Any:
             spec = {"workflow": "named", "version": version, "expected_outputs": [{"path": path}]}

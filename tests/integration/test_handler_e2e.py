@@ -60,7 +60,7 @@ def test_a_run_completes_once_with_a_manifest_that_matches_the_bucket(stack, uni
     assert stored is not None and stored["state"] == "COMPLETE" and stored["revision"] == 1
     assert body == stored, "the message body is the manifest as published"
     announced = record(stack, prefix)
-    assert announced is not None and announced["status"] == "published"
+    assert announced is not None and announced["claim_status"] == "published"
     assert json.loads(announced["manifest"]) == body, "the record holds the published bytes"
     assert {o["path"] for o in stored["outputs"]} == set(paths)
     blobs = {
@@ -69,7 +69,7 @@ def test_a_run_completes_once_with_a_manifest_that_matches_the_bucket(stack, uni
     }
     for output in stored["outputs"]:
         assert output["generation"] == blobs[output["path"]].generation
-    assert completions[0].attributes["status"] == "COMPLETE"
+    assert completions[0].attributes["state"] == "COMPLETE"
 
     # Every delivery the push bridge acknowledged is in the event log.
     acked = set(stack.bridge.stats.acked) - acked_before
@@ -197,7 +197,7 @@ def test_crashes_at_every_step_boundary_still_announce_each_run_once(stack, uniq
         stored = poll(
             lambda i=i: (
                 (r := record(stack, f"{workflow}/1.0.0/run-{i}/"))
-                and r["status"] == "published"
+                and r["claim_status"] == "published"
                 and json.loads(r["manifest"])
             ),
             timeout=30,
@@ -278,7 +278,7 @@ def test_failure_marker_announces_the_run_failed_once(stack, unique):
     completions = wait_announced(stack, workflow, "1.0.0", "run-1")
     wait_idle(stack)
     assert len(stack.completions.for_run(workflow, "1.0.0", "run-1")) == 1
-    assert completions[0].attributes["status"] == "FAILED"
+    assert completions[0].attributes["state"] == "FAILED"
     stored = manifest(stack, prefix)
     assert stored["state"] == "FAILED" and stored["failure_reason"] == "aligner ran out of memory"
     assert {o["path"] for o in stored["outputs"]} == {"a.txt", "c.csv"}
@@ -360,7 +360,7 @@ def test_a_stale_claim_is_taken_over(stack, unique):
     # one content per key: the takeover publishes the claimed bytes, not a new listing
     assert completions[0].manifest == json.loads(claimed)
     assert poll(
-        lambda: record(stack, prefix)["status"] == "published",
+        lambda: record(stack, prefix)["claim_status"] == "published",
         timeout=30,
         message="the taken-over claim marked published",
     )

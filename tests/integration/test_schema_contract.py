@@ -74,10 +74,10 @@ def test_every_outcome_row_inserts(stack, unique):
     errors = stack.bigquery_client().insert_rows_json(stack.names.table("events"), rows)
     assert errors == []
 
-    run_key = Layout.parse("{workflow}/{version}/{run_id}/{path}").run("b", run_output)
+    run = Layout.parse("{workflow}/{version}/{run_id}/{path}").run("b", run_output)
     entry = Entry("a.txt", 7, 1, "crc", "md5", "text/plain", now.isoformat(), now.isoformat())
     manifest = build_manifest(
-        run_key,
+        run,
         revision=1,
         state="COMPLETE",
         outputs=[Output(entry, ExpectedPath("a.txt"))],
@@ -87,7 +87,7 @@ def test_every_outcome_row_inserts(stack, unique):
         handler_version="test",
     )
     runs = [
-        run_row(manifest, o, now, "test")
+        run_row(manifest, o, "test")
         for o in (Outcome.COMPLETED, Outcome.FAILED, Outcome.RECONCILED, Outcome.REVISED)
     ]
     assert stack.bigquery_client().insert_rows_json(stack.names.table("runs"), runs) == []

@@ -95,8 +95,9 @@ class KnownData:
         return row
 
     def run_row(
-        self, workflow: str, run: str, status: str, outcome: str, first: float, announced: float
+        self, workflow: str, run: str, state: str, outcome: str, first: float, announced: float
     ) -> None:
+        """A runs row; ``first`` is its first output's creation time (seconds after base)."""
         row = dict.fromkeys(columns("runs"))
         row.update(
             run_key=f"{BUCKET}/{workflow}/1.0.0/{run}",
@@ -104,12 +105,12 @@ class KnownData:
             workflow=workflow,
             version="1.0.0",
             run_id=run,
-            status=status,
+            state=state,
             outcome=outcome,
             manifest_generation=7,
             outputs_count=3,
             unexpected_count=0,
-            first_event_time=ts(self.base + timedelta(seconds=first)),
+            first_output_time=ts(self.base + timedelta(seconds=first)),
             announced_time=ts(self.base + timedelta(seconds=announced)),
             idempotency_key=f"key-{run}",
             delivery_id=self.delivery(run),
@@ -142,10 +143,10 @@ def known_data(unique: str) -> KnownData:
     for attempt in (1, 2, 3):
         e("d9", attempt, "busy", "y.txt", "deferred", 40 + attempt, last_attempt=attempt == 3)
     e("d10", 1, "busy", "y.txt", "recorded", 48, replayed=True)
-    # bad: FAILED.
+    # bad: FAILED. Its first output was created at 48, its first event row says 50.
     e("d11", 1, "bad", "x.txt", "recorded", 50)
     e("d12", 1, "bad", "_FAILED", "failed", 51)
-    data.run_row(data.wf, "bad", "FAILED", "failed", 50, 52)
+    data.run_row(data.wf, "bad", "FAILED", "failed", 48, 52)
     # A version the registry does not know.
     e("d13", 1, "lost", "x.txt", "unknown-workflow", 55, version="9.9.9")
     # A malformed message: no workflow.
@@ -239,9 +240,13 @@ def test_run_status_state_outputs_and_completion_time(stack, data):
     assert done["outputs_seen"] == 3 and done["outputs_in_manifest"] == 3
     assert done["deliveries"] == 5 and done["announced_by"] == "completed"
     assert done["completion_seconds"] == 10.0
-    assert done["first_event_time"] == data.base
+    assert done["first_event_time"] == done["first_output_time"] == data.base
     assert done["last_outcome"] == "after-completion"
-    assert by_run["bad"]["completion_seconds"] == 2.0
+    # completion_seconds counts from the first output, not from the first event row
+    bad = by_run["bad"]
+    assert bad["completion_seconds"] == 4.0
+    assert bad["first_event_time"] == data.base + timedelta(seconds=50)
+    assert bad["first_output_time"] == data.base + timedelta(seconds=48)
     assert by_run["slow"]["stalled_detail"] == "missing: y.txt"
     assert by_run["slow"]["outputs_seen"] == 1 and by_run["slow"]["completion_seconds"] is None
     assert by_run["busy"]["outputs_seen"] == 2 and by_run["busy"]["deferred_rows"] == 3
@@ -366,7 +371,7 @@ def _slowest_runs(event_log, data):
     rows = documented(event_log, "slowest_runs", workflow=data.wf)
     assert [(r["run_id"], r["state"], r["completion_seconds"]) for r in rows] == [
         ("done", "COMPLETE", 10.0),
-        ("bad", "FAILED", 2.0),
+        ("bad", "FAILED", 4.0),
     ]
     top = documented(event_log, "slowest_runs", workflow=data.latency_wf, limit=3)
     assert [r["run_id"] for r in top] == ["r10", "r9", "r8"]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from tally_handler.announce import OPEN_INDEX, Action, next_action
-from tally_handler.manifest import Claim, ClaimStatus, Record
+from tally_handler.manifest import Claim, ClaimStatus, Record, to_bytes
 from tally_handler.outcomes import Outcome, RunState
 
 from tests.unit.world import BUCKET, LEASE, OPTIONAL, QUIET, REQUIRED, World, config, outcome
@@ -25,7 +25,7 @@ def test_a_complete_run_is_announced_once_with_its_record() -> None:
     assert [outcome(r) for r in results[:-1]] == [Outcome.RECORDED] * 3
     ((data, attributes),) = world.messages("r1")
     record = world.record("r1")
-    assert record is not None and record.status is ClaimStatus.PUBLISHED
+    assert record is not None and record.claim_status is ClaimStatus.PUBLISHED
     assert record.manifest == data  # the record holds the published bytes
     assert world.storage.get(BUCKET, "wf/1/r1/output.json").data == data  # type: ignore[union-attr]
     assert attributes["revision"] == "1"
@@ -76,7 +76,7 @@ def test_failure_1_a_takeover_publishes_the_claimed_bytes_not_a_new_listing() ->
     per_key = world.contents_per_key()
     assert len(per_key[first[1]["idempotency_key"]]) == 1, "two contents under one key"
     record = world.record("r1")
-    assert record is not None and record.status is ClaimStatus.PUBLISHED
+    assert record is not None and record.claim_status is ClaimStatus.PUBLISHED
     assert last is not None
 
 
@@ -238,8 +238,13 @@ def test_a_run_announced_before_revisions_is_adopted_never_announced_again() -> 
     world = World()
     complete_run(world)
     body = json.loads(world.messages("r1")[0][0])
-    legacy = {k: v for k, v in body.items() if k not in ("revision", "supersedes", "announced_at")}
-    legacy |= {"format": 1, "status": "published", "published_at": body["announced_at"]}
+    legacy = {
+        k: v for k, v in body.items() if k not in ("revision", "supersedes", "announced_time")
+    }
+    legacy |= {"format": 1, "status": "published", "published_at": body["announced_time"]}
+    legacy["claim"] = {
+        "claimed_at" if k == "claimed_time" else k: v for k, v in body["claim"].items()
+    }
     world.storage.remove(BUCKET, "wf/1/r1/_tally/announcement.json")
     world.storage.put(BUCKET, "wf/1/r1/output.json", json.dumps(legacy).encode())
     world.publisher.messages.clear()
@@ -248,12 +253,61 @@ def test_a_run_announced_before_revisions_is_adopted_never_announced_again() -> 
     late = world.message("wf/1/r1/a.txt", stored.generation, world_event("finalize"))  # type: ignore[union-attr]
     assert outcome(world.deliver(late)) is Outcome.AFTER_COMPLETION
     record = world.record("r1")
-    assert record is not None and record.revision == 1 and record.status is ClaimStatus.PUBLISHED
+    assert record is not None and record.revision == 1
+    assert record.claim_status is ClaimStatus.PUBLISHED
+    assert record.manifest == json.dumps(legacy).encode()  # adopted with its exact bytes
     assert not world.publisher.messages
     world.deliver(world.write("r1", "notes.txt"))  # a late optional output: a change
     world.clock.advance(QUIET + 1)
     world.reconcile()
     assert [m[1]["revision"] for m in world.messages("r1")] == ["2"]
+
+
+def test_a_claim_made_before_the_upgrade_is_finished_with_its_old_bytes() -> None:
+    """Upgrading tally mid-claim: a format-1 record holding format-2 manifest bytes. The takeover
+    publishes those bytes unchanged under the same key (never re-serialised as format 3), writes
+    them to output.json and logs the runs row of the same instant."""
+    world = World()
+    complete_run(world)
+    ((data, attributes),) = world.messages("r1")
+    body = json.loads(data)
+    claim = body.pop("claim")
+    claim["claimed_at"] = claim.pop("claimed_time")
+    announced_time = body.pop("announced_time")
+    old = to_bytes(body | {"format": 2, "claim": claim, "announced_at": announced_time})
+    record = {
+        "kind": "tally#announcement",
+        "format": 1,
+        "revision": 1,
+        "status": "claimed",
+        "claim": claim | {"claimant": "a claimant that died before the upgrade"},
+        "manifest": old.decode(),
+        "published_at": None,
+        "manifest_generation": None,
+        "history": [],
+    }
+    world.storage.put(BUCKET, "wf/1/r1/_tally/announcement.json", to_bytes(record))
+    world.storage.remove(BUCKET, "wf/1/r1/output.json")
+    world.publisher.messages.clear()
+    world.event_log.runs.clear()
+    world.restart(0)
+    world.clock.advance(LEASE + 1)
+    stored = world.storage.get(BUCKET, "wf/1/r1/a.txt")
+    late = world.message("wf/1/r1/a.txt", stored.generation, world_event("finalize"))  # type: ignore[union-attr]
+    world.deliver(late)
+    ((republished, again),) = world.messages("r1")
+    assert republished == old
+    assert again["idempotency_key"] == attributes["idempotency_key"]
+    assert again["state"] == "COMPLETE"
+    assert world.storage.get(BUCKET, "wf/1/r1/output.json").data == old  # type: ignore[union-attr]
+    (row,) = world.event_log.runs
+    assert row["announced_time"] == claim["claimed_at"] == announced_time
+    assert row["idempotency_key"] == attributes["idempotency_key"]
+    finished = world.record("r1")
+    assert finished is not None and finished.claim_status is ClaimStatus.PUBLISHED
+    assert finished.manifest == old
+    rewritten = world.storage.get(BUCKET, "wf/1/r1/_tally/announcement.json")
+    assert json.loads(rewritten.data)["format"] == 2  # type: ignore[union-attr]
 
 
 def test_failure_8_a_spec_requiring_a_reserved_name_is_blocked_not_retried() -> None:
@@ -298,7 +352,7 @@ def test_a_deleted_record_is_rebuilt_from_output_json_never_announced_again() ->
     assert outcome(world.deliver(late)) is Outcome.AFTER_COMPLETION
     assert len(world.publisher.messages) == 1
     record = world.record("r1")
-    assert record is not None and record.status is ClaimStatus.PUBLISHED
+    assert record is not None and record.claim_status is ClaimStatus.PUBLISHED
 
 
 def test_a_broken_record_blocks_the_run_and_is_acknowledged() -> None:

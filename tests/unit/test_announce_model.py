@@ -220,7 +220,8 @@ class AnnouncementMachine(RuleBasedStateMachine):
         for run in RUNS:
             prefix = world.run_prefix(run)
             record = world.record(run)
-            assert record is None or record.status is ClaimStatus.PUBLISHED, f"{run} ANNOUNCING"
+            published = record is None or record.claim_status is ClaimStatus.PUBLISHED
+            assert published, f"{run} ANNOUNCING"
             entries = world.entries(run)
             verdict = evaluate(SPEC, entries, "output.json", MARKER)
             if not isinstance(verdict, Complete | Failed):

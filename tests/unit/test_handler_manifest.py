@@ -1,5 +1,5 @@
-"""The manifest (format 2) and the announcement record: building, canonical bytes, parsing,
-revision keys, staleness, splitting."""
+"""The manifest (format 3) and the announcement record (format 2): building, canonical bytes,
+parsing (older formats included), revision keys, staleness, splitting."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def build(**overrides: Any) -> Manifest:
 
 def test_build_manifest() -> None:
     manifest = build().to_json()
-    assert manifest["format"] == 2
+    assert manifest["format"] == 3
     assert manifest["run_key"] == "outs/wf/1.0/run 1"
     assert manifest["run_prefix"] == "wf/1.0/run 1/"
     assert manifest["idempotency_key"] == RUN.idempotency_key
@@ -90,12 +90,12 @@ def test_build_manifest() -> None:
     assert manifest["claim"] == {
         "delivery_id": "m-1",
         "claimant": CLAIM.claimant,
-        "claimed_at": "2026-11-25T12:00:00.000000Z",
+        "claimed_time": "2026-11-25T12:00:00.000000Z",
     }
     # fixed at the claim: every publish of the key carries the same time
-    assert manifest["announced_at"] == "2026-11-25T12:00:00.000000Z"
+    assert manifest["announced_time"] == "2026-11-25T12:00:00.000000Z"
     assert manifest["outputs_object"] is None
-    assert "status" not in manifest and "published_at" not in manifest
+    assert "claim_status" not in manifest and "published_time" not in manifest
 
 
 def test_revisions_have_their_own_keys_and_name_what_they_supersede() -> None:
@@ -114,7 +114,7 @@ def test_failed_manifest_carries_the_reason() -> None:
     manifest = build(state="FAILED", failure_reason="out of memory on shard 3")
     assert manifest.to_json()["state"] == "FAILED"
     assert manifest.failure_reason == "out of memory on shard 3"
-    assert manifest.attributes()["status"] == "FAILED"
+    assert manifest.attributes()["state"] == "FAILED"
 
 
 def test_build_refuses_unknown_states() -> None:
@@ -145,7 +145,7 @@ def test_manifest_round_trips() -> None:
         (b"not json", "not JSON"),
         (b"[]", "no kind"),
         (b'{"outputs": []}', "no kind"),
-        (b'{"kind": "tally#manifest", "format": 3}', "format 3"),
+        (b'{"kind": "tally#manifest", "format": 4}', "format 4"),
         (b'{"kind": "tally#manifest", "format": 2, "run_key": "x"}', "another run"),
         (b"\xff\xfe", "not JSON"),
     ],
@@ -157,13 +157,90 @@ def test_parse_refuses_other_objects(data: bytes, problem: str) -> None:
     assert "move the object" in str(caught.value)
 
 
+def format_2(manifest: Manifest) -> dict[str, Any]:
+    """The document tally wrote for ``manifest`` before format 3 renamed two keys."""
+    document = manifest.to_json()
+    claim = document.pop("claim")
+    claim["claimed_at"] = claim.pop("claimed_time")
+    return document | {"format": 2, "claim": claim, "announced_at": document.pop("announced_time")}
+
+
+def format_1(manifest: Manifest) -> dict[str, Any]:
+    """Before revisions: no revision, no supersedes, the claim status and publish time inside."""
+    legacy = {k: v for k, v in format_2(manifest).items() if k not in ("revision", "supersedes")}
+    del legacy["announced_at"]
+    return legacy | {"format": 1, "status": "published", "published_at": "2026-11-25T12:00:01Z"}
+
+
 def test_a_manifest_written_before_revisions_reads_as_revision_1() -> None:
-    legacy = {k: v for k, v in build().to_json().items() if k not in ("revision", "supersedes")}
-    legacy |= {"format": 1, "status": "published", "published_at": "2026-11-25T12:00:01Z"}
-    manifest = Manifest.from_bytes(to_bytes(legacy), RUN)
+    manifest = Manifest.from_bytes(to_bytes(format_1(build())), RUN)
     assert (manifest.revision, manifest.supersedes) == (1, None)
     assert manifest.idempotency_key == RUN.idempotency_key
     assert manifest.generations() == {"a.txt": 7, "s/1.csv": 7}
+    assert manifest.claim == CLAIM
+
+
+def test_a_format_2_manifest_reads_as_the_same_revision() -> None:
+    second = build(revision=2, supersedes=Superseded(1, RUN.idempotency_key))
+    old = to_bytes(format_2(second))
+    assert b'"announced_at"' in old and b'"claimed_at"' in old
+    assert Manifest.from_bytes(old, RUN) == second
+    assert Manifest.from_bytes(old, RUN).idempotency_key == revision_key(RUN, 2)
+
+
+def test_a_format_1_record_reads_and_keeps_its_manifest_bytes() -> None:
+    """A record written before the upgrade: old key names, and format-2 manifest bytes that stay
+    the revision's content forever (rewriting the record never re-serialises them)."""
+    old_manifest = to_bytes(format_2(build(revision=2, supersedes=Superseded(1, "k1"))))
+    old_record = {
+        "kind": "tally#announcement",
+        "format": 1,
+        "revision": 2,
+        "status": "published",
+        "claim": {
+            "delivery_id": "m-1",
+            "claimant": CLAIM.claimant,
+            "claimed_at": "2026-11-25T12:00:00Z",
+        },
+        "manifest": old_manifest.decode(),
+        "published_at": "2026-11-25T12:00:01Z",
+        "manifest_generation": 9,
+        "history": [
+            {"revision": 1, "idempotency_key": "k1", "published_at": "2026-11-25T11:00:00Z"}
+        ],
+    }
+    record = Record.from_bytes(to_bytes(old_record))
+    assert record == Record(
+        2,
+        ClaimStatus.PUBLISHED,
+        CLAIM,
+        old_manifest,
+        published_time="2026-11-25T12:00:01Z",
+        manifest_generation=9,
+        history=(Prior(1, "k1", "2026-11-25T11:00:00Z"),),
+    )
+    assert record.manifest_of(RUN).idempotency_key == revision_key(RUN, 2)
+    rewritten = json.loads(record.to_bytes())
+    assert (rewritten["format"], rewritten["claim_status"]) == (2, "published")
+    assert rewritten["manifest"].encode() == old_manifest  # the revision's bytes, unchanged
+    assert Record.from_bytes(record.to_bytes()) == record
+
+
+@pytest.mark.parametrize("manifest_format", [1, 2, 3])
+def test_a_manifest_without_a_record_is_adopted_with_its_exact_bytes(manifest_format: int) -> None:
+    manifest = build()
+    document = {1: format_1, 2: format_2, 3: Manifest.to_json}[manifest_format](manifest)
+    data = to_bytes(document)
+    record = manifests.adopted_record(data, RUN, generation=5)
+    assert (record.revision, record.claim_status, record.manifest) == (
+        1,
+        ClaimStatus.PUBLISHED,
+        data,
+    )
+    assert record.manifest_generation == 5
+    assert record.published_time == ("2026-11-25T12:00:01Z" if manifest_format == 1 else None)
+    claimed = to_bytes(format_1(manifest) | {"status": "claimed", "published_at": None})
+    assert manifests.adopted_record(claimed, RUN, 5).claim_status is ClaimStatus.CLAIMED
 
 
 def test_the_record_round_trips_and_keeps_the_exact_bytes() -> None:
@@ -173,7 +250,7 @@ def test_the_record_round_trips_and_keeps_the_exact_bytes() -> None:
         ClaimStatus.PUBLISHED,
         CLAIM,
         manifest.to_bytes(),
-        published_at="2026-11-25T12:00:01.000000Z",
+        published_time="2026-11-25T12:00:01.000000Z",
         manifest_generation=9,
         history=(Prior(1, RUN.idempotency_key, "2026-11-25T11:00:00.000000Z"),),
     )
@@ -204,7 +281,7 @@ def test_completion_attributes() -> None:
         "workflow": "wf",
         "version": "1.0",
         "run_id": "run 1",
-        "status": "COMPLETE",
+        "state": "COMPLETE",
         "idempotency_key": RUN.idempotency_key,
         "revision": "1",
         "bucket": "outs",
@@ -280,6 +357,7 @@ def test_parsing_raises_only_not_tallys(key: str, value: Any, drop: bool) -> Non
         pass
     else:
         assert all(isinstance(v, str) for v in parsed.attributes().values())
-    record = {"kind": "tally#announcement", "format": 1, key: value}
-    with pytest.raises(NotTallys):
-        Record.from_bytes(json.dumps(record).encode())
+    for record_format in (1, 2):
+        record = {"kind": "tally#announcement", "format": record_format, key: value}
+        with pytest.raises(NotTallys):
+            Record.from_bytes(json.dumps(record).encode())

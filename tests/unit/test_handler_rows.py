@@ -186,26 +186,23 @@ def manifest(revision: int = 1) -> Manifest:
 )
 def test_run_row_matches_the_runs_schema(outcome: Outcome) -> None:
     announced = manifest(revision=2)
-    row = run_row(announced, outcome, announced.claim.claimed_at, "0.1.0")
+    row = run_row(announced, outcome, "0.1.0")
     assert_matches_schema(row, "runs")
     assert row["run_key"] == "outs/wf/1.0/run 1"
-    assert (row["status"], row["outcome"], row["revision"]) == ("COMPLETE", outcome, 2)
+    assert (row["state"], row["outcome"], row["revision"]) == ("COMPLETE", outcome, 2)
     assert row["idempotency_key"] == announced.idempotency_key
+    # the manifest's announced_time: the revision's claim, the same instant in both
+    assert row["announced_time"] == announced.to_json()["announced_time"]
     assert row["announced_time"] == "2026-11-25T12:00:00.123456Z"
     assert row["delivery_id"] == "7"
     # derived from the bytes alone: any publisher of the revision writes the same row
-    again = run_row(
-        Manifest.from_bytes(announced.to_bytes(), announced.run),
-        outcome,
-        announced.claim.claimed_at,
-        "0.1.0",
-    )
+    again = run_row(Manifest.from_bytes(announced.to_bytes(), announced.run), outcome, "0.1.0")
     assert again == row
 
 
 def test_run_row_refuses_outcomes_that_announce_nothing() -> None:
     with pytest.raises(ValueError, match="announcement"):
-        run_row(manifest(), Outcome.RECORDED, RECEIVED, "0.1.0")
+        run_row(manifest(), Outcome.RECORDED, "0.1.0")
 
 
 def test_storage_ops_counts() -> None:

@@ -44,6 +44,7 @@ from tally_handler.manifest import (
     Record,
     State,
     Superseded,
+    adopted_record,
     build_manifest,
     outputs_from_object,
     split_manifest,
@@ -216,7 +217,7 @@ class Announcer:
             return Handled(
                 Outcome.AFTER_COMPLETION,
                 f"delivery {record.claim.delivery_id} claimed revision {record.revision} at"
-                f" {record.claim.claimed_at} ({record.age_seconds(now):.0f} s ago) and is"
+                f" {record.claim.claimed_time} ({record.age_seconds(now):.0f} s ago) and is"
                 f" announcing it; a claim older than {self.config.claim_lease_seconds} s is"
                 " taken over",
                 run=run,
@@ -315,7 +316,7 @@ class Announcer:
                 )
         supersedes = Superseded(revision, announced.idempotency_key)
         manifest = self._build(run, verdict, revision + 1, supersedes, actor, ops)
-        prior = Prior(revision, announced.idempotency_key, record.published_at)
+        prior = Prior(revision, announced.idempotency_key, record.published_time)
         claimed = Record(
             revision + 1,
             ClaimStatus.CLAIMED,
@@ -498,15 +499,13 @@ class Announcer:
             outcome = Outcome.FAILED
         self.publisher.publish(record.manifest, manifest.attributes())
         self.config.faults.maybe_fail("after_publish")
-        self.event_log.write_run(
-            run_row(manifest, outcome, manifest.claim.claimed_at, self.handler_version)
-        )
+        self.event_log.write_run(run_row(manifest, outcome, self.handler_version))
         self.config.faults.maybe_fail("after_runs_row")
         manifest_generation, note = self._write_manifest(run, record, ops)
         published = replace(
             record,
-            status=ClaimStatus.PUBLISHED,
-            published_at=rfc3339(self.clock()),
+            claim_status=ClaimStatus.PUBLISHED,
+            published_time=rfc3339(self.clock()),
             manifest_generation=manifest_generation,
         )
         try:
@@ -559,14 +558,15 @@ class Announcer:
 
     def _manifest_in_place(self, run: Run, ops: StorageOps) -> Handled | tuple[Record, int] | None:
         """Before the first claim, what sits where the manifest belongs: nothing (None), a
-        foreign object (BLOCKED), or a manifest tally wrote before revisions existed, adopted as
-        published (or claimed) revision 1 so that it is never announced again."""
+        foreign object (BLOCKED), or a manifest tally wrote with no record beside it (before
+        revisions existed, or the record was deleted), adopted with its exact bytes so that it is
+        never announced again."""
         name = run.prefix + self.config.manifest_name
         found = self.storage.download(run.bucket, name, ops, max_bytes=8 * 1024 * 1024)
         if found is None:
             return None
         try:
-            manifest = Manifest.from_bytes(found[0], run)
+            record = adopted_record(found[0], run, found[1])
         except NotTallys as exc:
             self.ensure_open(run, ops)
             return Handled(
@@ -576,17 +576,6 @@ class Announcer:
                 run=run,
                 run_state=RunState.BLOCKED,
             )
-        legacy = json.loads(found[0])
-        # format 2: output.json is written only after the publish; format 1 says so itself
-        published = "status" not in legacy or legacy["status"] == ClaimStatus.PUBLISHED.value
-        record = Record(
-            manifest.revision,
-            ClaimStatus.PUBLISHED if published else ClaimStatus.CLAIMED,
-            manifest.claim,
-            found[0],
-            published_at=legacy.get("published_at"),
-            manifest_generation=found[1] if published else None,
-        )
         try:
             generation = self._write_record(run, record, 0, ops)
         except PreconditionFailed:
@@ -613,7 +602,7 @@ def _completion_seconds(manifest: Manifest) -> float | None:
     """From the run's first output to the claim (the log-based completion latency metric)."""
     if manifest.first_output_time is None:
         return None
-    delta = _parse_time(manifest.claim.claimed_at) - _parse_time(manifest.first_output_time)
+    delta = _parse_time(manifest.announced_time) - _parse_time(manifest.first_output_time)
     return round(max(delta.total_seconds(), 0.0), 3)
 
 

@@ -1,8 +1,9 @@
 """What tally announces and what it remembers: the manifest and the announcement record.
 
-**Manifest** (format 2): the run's outputs as one revision announced them. Its canonical bytes
+**Manifest** (format 3): the run's outputs as one revision announced them. Its canonical bytes
 (sorted keys, compact, UTF-8) are fixed when the revision is claimed: they are the completion
 message's body, ``output.json``'s content and part of the record, byte for byte, whoever publishes.
+Older formats stay readable (``OLD_NAMES``): a revision claimed before an upgrade keeps its bytes.
 
 **Announcement record** (``_tally/announcement.json`` in the run folder): tally's own durable memory
 of a run's latest revision. Created with ``ifGenerationMatch=0`` (the claim of revision 1),
@@ -29,13 +30,24 @@ from typing import Any
 
 from tally_handler.completeness import Entry, Output
 from tally_handler.delivery import rfc3339
+from tally_handler.errors import NotTallys
 from tally_handler.layout import TALLY_FOLDER, Run, idempotency_key
 
 MANIFEST_KIND = "tally#manifest"
-MANIFEST_FORMAT = 2
-LEGACY_FORMAT = 1  # tally before revisions: adopted as revision 1 (announce.Announcer.adopt)
+MANIFEST_FORMAT = 3
+LEGACY_FORMAT = 1  # tally before revisions: adopted as revision 1 (``adopted_record``)
+MANIFEST_FORMATS = (LEGACY_FORMAT, 2, MANIFEST_FORMAT)
 RECORD_KIND = "tally#announcement"
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+RECORD_FORMATS = (1, RECORD_FORMAT)
+# Keys renamed by manifest format 3 and record format 2 (docs/design.md, "Vocabulary"): an older
+# document is read under today's names; its bytes are never rewritten.
+OLD_NAMES = {
+    "announced_at": "announced_time",
+    "claimed_at": "claimed_time",
+    "published_at": "published_time",
+    "status": "claim_status",  # manifest format 1 and record format 1: claimed or published
+}
 RECORD_NAME = TALLY_FOLDER + "announcement.json"  # relative to the run folder
 # Far below google-cloud-storage's 8 MiB multipart limit: every write stays one request, never a
 # resumable upload (the local Storage ignores ifGenerationMatch on those).
@@ -43,19 +55,34 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 class State(StrEnum):
-    """A revision's verdict: the ``status`` attribute of its message and ``runs.status``."""
+    """A revision's verdict: the ``state`` attribute of its message and ``runs.state``."""
 
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"
 
 
 class ClaimStatus(StrEnum):
+    """The announcement record's ``claim_status``: where the latest revision's five steps are."""
+
     CLAIMED = "claimed"
     PUBLISHED = "published"
 
 
-class NotTallys(ValueError):
-    """The object is not one tally wrote (or not of this format); the message says what to do."""
+def with_todays_names(document: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of format 1 or 2, or a record of format 1, under today's key names (the top
+    level, its ``claim`` and its ``history`` items)."""
+
+    def renamed(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        return {OLD_NAMES.get(key, key): value for key, value in item.items()}
+
+    document = renamed(document)
+    if "claim" in document:
+        document["claim"] = renamed(document["claim"])
+    if isinstance(document.get("history"), list):
+        document["history"] = [renamed(prior) for prior in document["history"]]
+    return document
 
 
 def revision_key(run: Run, revision: int) -> str:
@@ -69,7 +96,7 @@ def revision_key(run: Run, revision: int) -> str:
 class Claim:
     delivery_id: str
     claimant: str  # the claiming message (source, id, publish time): a redelivery resumes
-    claimed_at: str  # RFC 3339
+    claimed_time: str  # RFC 3339
 
     @classmethod
     def at(cls, delivery_id: str, claimant: str, when: datetime | str) -> Claim:
@@ -79,20 +106,20 @@ class Claim:
         return {
             "delivery_id": self.delivery_id,
             "claimant": self.claimant,
-            "claimed_at": self.claimed_at,
+            "claimed_time": self.claimed_time,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> Claim:
         if not isinstance(data, dict) or not all(
-            isinstance(data.get(key), str) for key in ("delivery_id", "claimant", "claimed_at")
+            isinstance(data.get(key), str) for key in ("delivery_id", "claimant", "claimed_time")
         ):
-            raise NotTallys("the claim needs delivery_id, claimant and claimed_at strings")
+            raise NotTallys("the claim needs delivery_id, claimant and claimed_time strings")
         try:
-            claimed_at = rfc3339(data["claimed_at"])
+            claimed_time = rfc3339(data["claimed_time"])
         except ValueError:
-            raise NotTallys("the claim's claimed_at is not RFC 3339") from None
-        return cls(data["delivery_id"], data["claimant"], claimed_at)
+            raise NotTallys("the claim's claimed_time is not RFC 3339") from None
+        return cls(data["delivery_id"], data["claimant"], claimed_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +149,11 @@ class Manifest:
     @property
     def idempotency_key(self) -> str:
         return revision_key(self.run, self.revision)
+
+    @property
+    def announced_time(self) -> str:
+        """When the revision was claimed: fixed with its bytes (``runs.announced_time``)."""
+        return self.claim.claimed_time
 
     def generations(self) -> dict[str, int]:
         """Output path -> the generation this revision announced (expected and optional)."""
@@ -154,7 +186,7 @@ class Manifest:
             "outputs_object": self.outputs_object,
             "first_output_time": self.first_output_time,
             "claim": self.claim.to_json(),
-            "announced_at": self.claim.claimed_at,
+            "announced_time": self.announced_time,
             "handler_version": self.handler_version,
         }
 
@@ -167,7 +199,7 @@ class Manifest:
             "workflow": self.run.workflow,
             "version": self.run.version,
             "run_id": self.run.run_id,
-            "status": self.state.value,
+            "state": self.state.value,
             "idempotency_key": self.idempotency_key,
             "revision": str(self.revision),
             "bucket": self.run.bucket,
@@ -183,10 +215,15 @@ class Manifest:
             raise NotTallys(f"not a tally manifest (not JSON: {error}); {hint}") from None
         if not isinstance(doc, dict) or doc.get("kind") != MANIFEST_KIND:
             raise NotTallys(f"not a tally manifest (no kind {MANIFEST_KIND!r}); {hint}")
-        if doc.get("format") not in (LEGACY_FORMAT, MANIFEST_FORMAT):
-            raise NotTallys(f"a tally manifest of format {doc.get('format')!r}, not 2; {hint}")
+        if doc.get("format") not in MANIFEST_FORMATS:
+            raise NotTallys(
+                f"a tally manifest of format {doc.get('format')!r}, not one of"
+                f" {', '.join(map(str, MANIFEST_FORMATS))}; {hint}"
+            )
         if doc.get("run_key") != run.key:
             raise NotTallys(f"a tally manifest of another run ({doc.get('run_key')!r}); {hint}")
+        if doc["format"] != MANIFEST_FORMAT:
+            doc = with_todays_names(doc)
         if doc["format"] == LEGACY_FORMAT:  # written before revisions: revision 1, no record
             doc = {**doc, "revision": 1, "supersedes": None}
         try:
@@ -269,7 +306,7 @@ def _time(value: str | None) -> str | None:
 
 
 def first_output_time(outputs: Sequence[Entry], unexpected: Sequence[Entry] = ()) -> str | None:
-    """Creation time of the run's earliest object (the runs table's first_event_time)."""
+    """Creation time of the run's earliest object (the runs table's first_output_time)."""
     times = []
     for entry in (*outputs, *unexpected):
         try:
@@ -315,7 +352,7 @@ class Prior:
 
     revision: int
     idempotency_key: str
-    published_at: str | None
+    published_time: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,16 +360,16 @@ class Record:
     """The announcement record: the latest revision's claim, its exact bytes, its progress."""
 
     revision: int
-    status: ClaimStatus
+    claim_status: ClaimStatus
     claim: Claim
-    manifest: bytes  # the exact bytes published under this revision's key, forever
-    published_at: str | None = None
+    manifest: bytes  # the exact bytes published under this revision's key, forever (any format)
+    published_time: str | None = None
     manifest_generation: int | None = None  # output.json's generation as tally wrote it
     history: tuple[Prior, ...] = field(default_factory=tuple)
 
     @property
     def published(self) -> bool:
-        return self.status is ClaimStatus.PUBLISHED
+        return self.claim_status is ClaimStatus.PUBLISHED
 
     def manifest_md5(self) -> str:
         """Base64 MD5 of the manifest bytes, as Storage reports ``md5Hash``."""
@@ -343,12 +380,11 @@ class Record:
         """A claim whose claimant did not finish within the lease may be taken over."""
         if self.published:
             return False
-        claimed_at = datetime.fromisoformat(self.claim.claimed_at.replace("Z", "+00:00"))
-        return (now - claimed_at).total_seconds() > lease_seconds
+        return self.age_seconds(now) > lease_seconds
 
     def age_seconds(self, now: datetime) -> float:
-        claimed_at = datetime.fromisoformat(self.claim.claimed_at.replace("Z", "+00:00"))
-        return (now - claimed_at).total_seconds()
+        claimed_time = datetime.fromisoformat(self.claim.claimed_time.replace("Z", "+00:00"))
+        return (now - claimed_time).total_seconds()
 
     def to_bytes(self) -> bytes:
         return to_bytes(
@@ -356,16 +392,16 @@ class Record:
                 "kind": RECORD_KIND,
                 "format": RECORD_FORMAT,
                 "revision": self.revision,
-                "status": self.status.value,
+                "claim_status": self.claim_status.value,
                 "claim": self.claim.to_json(),
                 "manifest": self.manifest.decode("utf-8"),
-                "published_at": self.published_at,
+                "published_time": self.published_time,
                 "manifest_generation": self.manifest_generation,
                 "history": [
                     {
                         "revision": p.revision,
                         "idempotency_key": p.idempotency_key,
-                        "published_at": p.published_at,
+                        "published_time": p.published_time,
                     }
                     for p in self.history
                 ],
@@ -377,17 +413,19 @@ class Record:
         hint = f"{RECORD_NAME} is tally's own: restore it from a bucket version or delete it"
         try:
             doc = json.loads(data)
-            if doc.get("kind") != RECORD_KIND or doc.get("format") != RECORD_FORMAT:
+            if doc.get("kind") != RECORD_KIND or doc.get("format") not in RECORD_FORMATS:
                 raise ValueError(f"kind {doc.get('kind')!r} format {doc.get('format')!r}")
+            if doc["format"] != RECORD_FORMAT:
+                doc = with_todays_names(doc)
             return cls(
                 revision=int(doc["revision"]),
-                status=ClaimStatus(doc["status"]),
+                claim_status=ClaimStatus(doc["claim_status"]),
                 claim=Claim.from_json(doc["claim"]),
                 manifest=doc["manifest"].encode("utf-8"),
-                published_at=doc["published_at"],
+                published_time=doc["published_time"],
                 manifest_generation=doc["manifest_generation"],
                 history=tuple(
-                    Prior(int(p["revision"]), str(p["idempotency_key"]), p["published_at"])
+                    Prior(int(p["revision"]), str(p["idempotency_key"]), p["published_time"])
                     for p in doc["history"]
                 ),
             )
@@ -396,3 +434,20 @@ class Record:
 
     def manifest_of(self, run: Run) -> Manifest:
         return Manifest.from_bytes(self.manifest, run)
+
+
+def adopted_record(data: bytes, run: Run, generation: int) -> Record:
+    """The record of a manifest found at ``output.json`` with no record beside it (tally before
+    revisions, or a deleted record): revision 1 of format 1 says itself whether it was published;
+    later formats are written there only after the publish. NotTallys: not tally's manifest."""
+    manifest = Manifest.from_bytes(data, run)
+    doc = with_todays_names(json.loads(data))
+    published = doc.get("claim_status", ClaimStatus.PUBLISHED.value) == ClaimStatus.PUBLISHED
+    return Record(
+        manifest.revision,
+        ClaimStatus.PUBLISHED if published else ClaimStatus.CLAIMED,
+        manifest.claim,
+        data,
+        published_time=doc.get("published_time"),
+        manifest_generation=generation if published else None,
+    )

@@ -137,12 +137,7 @@ def event_row(
     }
 
 
-def run_row(
-    manifest: Manifest,
-    outcome: Outcome,
-    announced_time: datetime | str,
-    handler_version: str | None,
-) -> dict[str, Any]:
+def run_row(manifest: Manifest, outcome: Outcome, handler_version: str | None) -> dict[str, Any]:
     """One ``runs`` row: one revision's announcement, derived from its bytes alone, so every
     publisher of the revision (resume, takeover) writes the same row under the same insert id."""
     if Outcome(outcome) not in _ANNOUNCING:
@@ -153,14 +148,14 @@ def run_row(
         "workflow": manifest.run.workflow,
         "version": manifest.run.version,
         "run_id": manifest.run.run_id,
-        "status": manifest.state.value,
+        "state": manifest.state.value,
         "outcome": Outcome(outcome).value,
         "manifest_generation": None,
         "revision": manifest.revision,
         "outputs_count": manifest.outputs_count,
         "unexpected_count": manifest.unexpected_count,
-        "first_event_time": manifest.first_output_time,
-        "announced_time": rfc3339(announced_time),
+        "first_output_time": manifest.first_output_time,
+        "announced_time": rfc3339(manifest.announced_time),
         "idempotency_key": manifest.idempotency_key,
         "delivery_id": manifest.claim.delivery_id,
         "handler_version": handler_version,
