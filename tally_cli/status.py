@@ -42,39 +42,40 @@ def parse_run(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _expected_outputs(spec: Any, present: dict[str, dict[str, Any]]) -> tuple[list, list, list]:
-    """(expected with their state, missing required ones, unexpected paths)."""
-    pattern_found: dict[str, int] = {p.pattern: 0 for p in spec.patterns}
-    unexpected = []
-    for path, item in present.items():
-        match = spec.expects(path)
-        if match is None:
-            item["expected"] = None
-            unexpected.append(path)
-        elif hasattr(match, "pattern"):
-            item["expected"] = {"pattern": match.pattern}
-            pattern_found[match.pattern] += 1
-        else:
-            item["expected"] = {"path": match.path}
-    expected, missing = [], []
-    for exact in spec.exact:
-        entry = {"path": exact.path, "required": exact.required, "present": exact.path in present}
-        expected.append(entry)
-        if exact.required and not entry["present"]:
-            missing.append({"path": exact.path})
-    for pattern in spec.patterns:
-        found = pattern_found[pattern.pattern]
-        entry = {
-            "pattern": pattern.pattern,
-            "count": pattern.count,
-            "found": found,
-            "required": pattern.required,
-            "present": found == pattern.count,
+def _expected_outputs(
+    spec: Any, present: dict[str, dict[str, Any]], manifest_name: str, failure_marker: str
+) -> tuple[list, list, list]:
+    """(expected with their state, missing required ones, unexpected paths), from the handler's
+    own assessment (completeness.assess); each present item gets the expected output it meets."""
+    from tally_handler.completeness import Entry, assess
+
+    entries = [Entry(path, item["generation"]) for path, item in present.items()]
+    found = assess(spec, entries, manifest_name, failure_marker)
+    for item in present.values():
+        item["expected"] = None
+    for output in found.outputs:
+        present[output.entry.path]["expected"] = dict(output.expected.label)
+    listed = {output.entry.path for output in found.outputs}
+    expected: list[dict[str, Any]] = [
+        {"path": exact.path, "required": exact.required, "present": exact.path in listed}
+        for exact in spec.exact
+    ]
+    expected += [
+        {
+            "pattern": count.expected.pattern,
+            "count": count.expected.count,
+            "found": count.found,
+            "required": count.expected.required,
+            "present": count.satisfied,
         }
-        expected.append(entry)
-        if pattern.required and found != pattern.count:
-            missing.append({"pattern": pattern.pattern, "count": pattern.count, "found": found})
-    return expected, missing, unexpected
+        for count in found.patterns
+    ]
+    missing: list[dict[str, Any]] = [{"path": path} for path in found.missing_paths]
+    missing += [
+        {"pattern": unmet.expected.pattern, "count": unmet.expected.count, "found": unmet.found}
+        for unmet in found.unmet_patterns
+    ]
+    return expected, missing, [entry.path for entry in found.unexpected]
 
 
 class RunStatus:
@@ -208,7 +209,13 @@ class RunStatus:
                 failure_marker = True
             else:
                 tally_objects.append(item["path"])
-        expected, missing, unexpected = _expected_outputs(spec, present) if spec else ([], [], [])
+        expected, missing, unexpected = (
+            _expected_outputs(
+                spec, present, self.settings.manifest_name, self.settings.failure_marker
+            )
+            if spec
+            else ([], [], [])
+        )
         run_key = layout.run(bucket, layout.match(prefix + "x"))  # type: ignore[arg-type]
         announced = self.announcement(bucket, run_key)
         manifest = self.manifest(bucket, run_key, announced)

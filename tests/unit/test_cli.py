@@ -156,8 +156,9 @@ def test_status_compares_outputs_with_the_spec():
             ],
         }
     )
-    present = {name: {"path": name} for name in ("a", "p/1.csv", "p/2.csv", "p/3.csv", "x")}
-    expected, missing, unexpected = _expected_outputs(spec, present)
+    names = ("a", "p/1.csv", "p/2.csv", "p/3.csv", "x")
+    present = {name: {"path": name, "generation": 1} for name in names}
+    expected, missing, unexpected = _expected_outputs(spec, present, "output.json", "_FAILED")
     assert missing == [{"pattern": "p/*.csv", "count": 2, "found": 3}]
     assert unexpected == ["x"]
     assert [e["present"] for e in expected] == [True, False, False]
