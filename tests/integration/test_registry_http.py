@@ -1,7 +1,7 @@
 """The registry over HTTP: functions-framework serving functions/registry on fake-gcs-server.
 
 Runs on the session's local platform (the `stack` fixture). TALLY_REGISTRY_STANDALONE=1 runs the
-same tests on bench.registry.LocalRegistry instead (Storage + registry + token signer only).
+same tests on devstack's RegistryStack instead (Storage + registry + token signer only).
 Tests isolate themselves with unique workflow names.
 
 The schemathesis run is bounded for `make test`; TALLY_SCHEMATHESIS_MAX_EXAMPLES and
@@ -36,9 +36,9 @@ WRITER = "writer@tally.test"
 @pytest.fixture(scope="module")
 def reg(request: pytest.FixtureRequest) -> Iterator[Any]:
     if os.environ.get("TALLY_REGISTRY_STANDALONE") == "1":
-        from bench.registry import LocalRegistry
+        from devstack import RegistryStack
 
-        with LocalRegistry() as local:
+        with RegistryStack() as local:
             yield local
     else:
         yield request.getfixturevalue("stack")
