@@ -81,7 +81,6 @@ def seed(announced: int, open_runs: int) -> tuple[Any, dict[str, Any]]:
     from tally_handler.completeness import evaluate
     from tally_handler.memory import MemoryEventLog, MemoryPublisher, MemoryStorage
     from tally_handler.outcomes import Outcome
-    from tally_handler.rows import StorageOps
 
     storage, publisher = MemoryStorage(), MemoryPublisher()
     app = App(
@@ -94,22 +93,19 @@ def seed(announced: int, open_runs: int) -> tuple[Any, dict[str, Any]]:
     handler, _ = app.wire()
     layout, announcer = handler.layout, handler.announcer
     started = time.perf_counter()
-    ops = StorageOps()
     for i in range(announced):
         workflow = f"wf-{i % WORKFLOWS}"
         run = layout.run(BUCKET, layout.match(f"{workflow}/1/run-{i:05d}/x"))  # type: ignore[arg-type]
         for path in OUTPUTS:
             storage.put(BUCKET, run.prefix + path, b"x")
-        verdict = evaluate(
-            _spec(workflow, "1"), announcer.list_run(run, ops), "output.json", "_FAILED"
-        )
+        verdict = evaluate(_spec(workflow, "1"), announcer.list_run(run), "output.json", "_FAILED")
         actor = Actor(f"seed-{i}", f"bench:seed-{i}:")
-        done = announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)  # type: ignore[arg-type]
+        done = announcer.announce(run, verdict, actor, Outcome.COMPLETED)  # type: ignore[arg-type]
         assert getattr(done, "outcome", None) is Outcome.COMPLETED, done
     for i in range(open_runs):
         run = layout.run(BUCKET, layout.match(f"wf-open/1/run-{i:05d}/x"))  # type: ignore[arg-type]
         storage.put(BUCKET, run.prefix + OUTPUTS[0], b"x")  # the others never arrived
-        announcer.ensure_open(run, ops)  # as the handler does for an incomplete run
+        announcer.ensure_open(run)  # as the handler does for an incomplete run
     assert len(publisher.messages) == announced
     return handler, {
         "seconds": round(time.perf_counter() - started, 2),

@@ -11,8 +11,7 @@ import os
 from typing import Any
 
 from tally_handler.app import App
-from tally_handler.config import Config
-from tally_handler.errors import ConfigError, outcome_of
+from tally_handler.config import Config, ConfigError
 
 _app: App | None = None
 
@@ -34,7 +33,6 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
         app = _get_app()
     except ConfigError as exc:  # every missing variable is named; Pub/Sub retries meanwhile
         print(json.dumps({"severity": "CRITICAL", "message": str(exc)}), flush=True)
-        status = 200 if outcome_of(exc).acknowledged else 503  # deferred: 503
-        return json.dumps({"error": str(exc)}), status, headers
+        return json.dumps({"error": str(exc)}), 503, headers
     status, body = app.handle(request.get_data(cache=False), dict(request.headers))
     return json.dumps(body), status, headers

@@ -225,7 +225,6 @@ def test_1_a_late_output_whose_delivery_takes_over_is_announced_as_revision_2(
     reached by a delivery or by the default reconcile (the open-run index)."""
     from tally_handler.completeness import evaluate
     from tally_handler.manifest import Claim, ClaimStatus, Record, State, build_manifest
-    from tally_handler.rows import StorageOps
 
     workflow = f"takenchange-{unique}"
     spec = spec_with(workflow)
@@ -249,7 +248,7 @@ def test_1_a_late_output_whose_delivery_takes_over_is_announced_as_revision_2(
     run = handler.layout.run(stack.outputs_bucket, handler.layout.match(prefix + "x"))
     verdict = evaluate(
         handler.spec_for(workflow, VERSION),
-        handler.announcer.list_run(run, StorageOps()),
+        handler.announcer.list_run(run),
         "output.json",
         "_FAILED",
     )

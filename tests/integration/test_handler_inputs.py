@@ -15,7 +15,6 @@ from tally_handler.completeness import Complete, Entry, Output
 from tally_handler.config import Config
 from tally_handler.layout import RunOutput
 from tally_handler.outcomes import Outcome
-from tally_handler.rows import StorageOps
 from tally_handler.spec import ExpectedPath
 
 from tests.conftest import ROOT, poll
@@ -102,9 +101,7 @@ def test_the_claim_of_a_huge_run_is_a_single_request_upload(stack, unique, monke
     actor = Actor(f"huge-{unique}", f"pubsub-push:huge-{unique}:{now}")
     stack.storage_tap.record(True)
     try:
-        result = handler.announcer.announce(
-            run, Complete(items, ()), actor, Outcome.COMPLETED, StorageOps()
-        )
+        result = handler.announcer.announce(run, Complete(items, ()), actor, Outcome.COMPLETED)
         log = list(stack.storage_tap.log or [])
     finally:
         stack.storage_tap.record(False)

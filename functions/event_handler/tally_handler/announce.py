@@ -21,6 +21,7 @@ the stored bytes, never a new listing, so a key never names two contents.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -50,7 +51,7 @@ from tally_handler.manifest import (
     split_manifest,
 )
 from tally_handler.outcomes import Handled, Outcome, RunState
-from tally_handler.ports import EventLog, Publisher, Storage
+from tally_handler.ports import CountedStorage, EventLog, Publisher, Storage
 from tally_handler.rows import StorageOps, run_row
 from tally_handler.spec import Spec
 
@@ -125,23 +126,29 @@ class Announcer:
         remember: Callable[[Run, Known], None] = lambda run, known: None,
     ) -> None:
         self.config = config
-        self.storage = storage
+        self.storage = CountedStorage(storage)
         self.publisher = publisher
         self.event_log = event_log
         self.handler_version = handler_version
         self.clock = clock
         self.remember = remember
-        self._outputs_cache: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        self._outputs_cache: dict[str, tuple[Mapping[str, Any], ...]] = {}  # shared by views
+
+    def counting(self, ops: StorageOps) -> Announcer:
+        """This announcer for one delivery: its Storage calls count in ``ops``."""
+        view = copy.copy(self)
+        view.storage = self.storage.counting(ops)
+        return view
 
     # -- reading -----------------------------------------------------------------------------
-    def record(self, run: Run, ops: StorageOps) -> tuple[Record, int] | None:
+    def record(self, run: Run) -> tuple[Record, int] | None:
         """The run's announcement record and its generation, or None before any claim."""
-        found = self.storage.download(run.bucket, run.prefix + RECORD_NAME, ops)
+        found = self.storage.download(run.bucket, run.prefix + RECORD_NAME)
         if found is None:
             return None
         return Record.from_bytes(found[0]), found[1]
 
-    def manifest(self, run: Run, record: Record, ops: StorageOps) -> Manifest:
+    def manifest(self, run: Run, record: Record) -> Manifest:
         """The record's manifest, with a split manifest's outputs read back in."""
         manifest = record.manifest_of(run)
         if manifest.outputs_object is None:
@@ -149,15 +156,16 @@ class Announcer:
         name = run.prefix + manifest.outputs_object
         outputs = self._outputs_cache.get(name)
         if outputs is None:
-            found = self.storage.download(run.bucket, name, ops)
+            found = self.storage.download(run.bucket, name)
             if found is None:
                 raise NotTallys(f"{name} (the manifest's outputs) is missing")
             outputs = outputs_from_object(found[0])
-            self._outputs_cache = {name: outputs}  # one large run at a time is plenty
+            self._outputs_cache.clear()  # one large run at a time is plenty
+            self._outputs_cache[name] = outputs
         return replace(manifest, outputs=outputs)
 
-    def known(self, run: Run, record: Record, ops: StorageOps) -> Known:
-        manifest = self.manifest(run, record, ops)
+    def known(self, run: Run, record: Record) -> Known:
+        manifest = self.manifest(run, record)
         known = Known(record.revision, manifest.state, manifest.generations())
         if record.published:
             self.remember(run, known)
@@ -170,7 +178,6 @@ class Announcer:
         verdict: Complete | Failed,
         actor: Actor,
         outcome: Outcome,
-        ops: StorageOps,
     ) -> Handled | tuple[Record, int]:
         """Announce revision 1 of a run found complete (or failed).
 
@@ -178,15 +185,15 @@ class Announcer:
         generation (the caller settles it: resume, take over or wait, then compares it with its
         own object: a duplicate, or a change)."""
         if verdict.manifest is not None:
-            found = self._manifest_in_place(run, ops)
+            found = self._manifest_in_place(run)
             if found is not None:  # blocked by a foreign object, or a record adopted or in place
                 return found
-        manifest = self._build(run, verdict, 1, None, actor, ops)
+        manifest = self._build(run, verdict, 1, None, actor)
         record = Record(1, ClaimStatus.CLAIMED, manifest.claim, manifest.to_bytes())
         try:
-            record, generation = self._claim(run, manifest, record, 0, ops)
+            record, generation = self._claim(run, manifest, record, 0)
         except PreconditionFailed:
-            found = self.record(run, ops)
+            found = self.record(run)
             if found is None:
                 return Handled(
                     Outcome.DEFERRED,
@@ -195,7 +202,7 @@ class Announcer:
                 )
             return found  # claimed first by another delivery (or an earlier attempt)
         self.config.faults.maybe_fail("after_claim")
-        return self._finish(run, record, generation, outcome, ops)
+        return self._finish(run, record, generation, outcome)
 
     def settle(
         self,
@@ -204,7 +211,6 @@ class Announcer:
         generation: int,
         actor: Actor,
         outcome: Outcome,
-        ops: StorageOps,
     ) -> Handled | tuple[Record, int]:
         """Bring a record found in place to published: resume, take over, or wait for it.
 
@@ -227,7 +233,7 @@ class Announcer:
         if action is Action.TAKE_OVER:
             taken = replace(record, claim=Claim.at(actor.delivery_id, actor.claimant, now))
             try:
-                generation = self._write_record(run, taken, generation, ops)
+                generation = self._write_record(run, taken, generation)
             except PreconditionFailed:
                 return Handled(
                     Outcome.AFTER_COMPLETION,
@@ -237,7 +243,7 @@ class Announcer:
                     run_state=RunState.ANNOUNCING,
                 )
             record = taken
-        return self._finish(run, record, generation, outcome, ops)
+        return self._finish(run, record, generation, outcome)
 
     # -- revisions ---------------------------------------------------------------------------
     def review(
@@ -248,18 +254,17 @@ class Announcer:
         generation: int,
         change: Change | None,
         actor: Actor,
-        ops: StorageOps,
     ) -> Handled:
         """An announced run may have changed: announce the next revision once the run is complete
         again and quiet, or say what it waits for. ``change`` is the delivery's own object (None
         for reconciliation)."""
-        entries = self.list_run(run, ops)
+        entries = self.list_run(run)
         c = self.config
         verdict = evaluate(spec, entries, c.manifest_name, c.failure_marker)
-        announced = self.manifest(run, record, ops)
+        announced = self.manifest(run, record)
         revision = record.revision
         if not isinstance(verdict, Complete | Failed):
-            self.ensure_open(run, ops)
+            self.ensure_open(run)
             return Handled(
                 Outcome.CHANGED,
                 f"announced as revision {revision}, the run is now incomplete: {verdict.reason};"
@@ -293,7 +298,7 @@ class Announcer:
         if latest is not None and quiet > 0:
             waited = (self.clock() - _parse_time(latest)).total_seconds()
             if waited < quiet:
-                self.ensure_open(run, ops)
+                self.ensure_open(run)
                 own_latest = change is not None and _is_latest(change, verdict, latest)
                 if own_latest and not actor.last_attempt:
                     return Handled(
@@ -315,7 +320,7 @@ class Announcer:
                     run_state=RunState.CHANGED,
                 )
         supersedes = Superseded(revision, announced.idempotency_key)
-        manifest = self._build(run, verdict, revision + 1, supersedes, actor, ops)
+        manifest = self._build(run, verdict, revision + 1, supersedes, actor)
         prior = Prior(revision, announced.idempotency_key, record.published_time)
         claimed = Record(
             revision + 1,
@@ -325,7 +330,7 @@ class Announcer:
             history=(*record.history, prior),
         )
         try:
-            claimed, new_generation = self._claim(run, manifest, claimed, generation, ops)
+            claimed, new_generation = self._claim(run, manifest, claimed, generation)
         except PreconditionFailed:
             return Handled(
                 Outcome.CHANGED,
@@ -335,7 +340,7 @@ class Announcer:
                 run_state=RunState.ANNOUNCING,
             )
         self.config.faults.maybe_fail("after_claim")
-        return self._finish(run, claimed, new_generation, Outcome.REVISED, ops)
+        return self._finish(run, claimed, new_generation, Outcome.REVISED)
 
     # -- the manifest object -----------------------------------------------------------------
     def manifest_event(
@@ -345,17 +350,16 @@ class Announcer:
         md5: str | None,
         deleted: bool,
         replaced: bool,
-        ops: StorageOps,
     ) -> Handled:
         """A notification about ``output.json``: tally's own write, or someone else's doing."""
         name = run.prefix + self.config.manifest_name
         if replaced:
             return Handled(Outcome.IGNORED, f"{name}: an older generation, replaced", run=run)
-        found = self.record(run, ops)
+        found = self.record(run)
         if found is None:
             if deleted:
                 return Handled(Outcome.IGNORED, f"{name} deleted before any claim", run=run)
-            return self._foreign_manifest(run, ops) or Handled(
+            return self._foreign_manifest(run) or Handled(
                 Outcome.IGNORED, f"{name} is a tally manifest", run=run
             )
         record, _ = found
@@ -367,31 +371,29 @@ class Announcer:
                 revision=record.revision,
                 run_state=RunState.ANNOUNCING,
             )
-        if not deleted and self._is_tallys_copy(run, record, md5, ops):
+        if not deleted and self._is_tallys_copy(run, record, md5):
             return Handled(
                 Outcome.IGNORED,
                 "tally's own manifest",
                 run=run,
                 revision=record.revision,
             )
-        return self.restore(run, record, None if deleted else generation, ops)
+        return self.restore(run, record, None if deleted else generation)
 
-    def _is_tallys_copy(self, run: Run, record: Record, md5: str | None, ops: StorageOps) -> bool:
+    def _is_tallys_copy(self, run: Run, record: Record, md5: str | None) -> bool:
         """Whether output.json holds the record's bytes: by the notification's MD5, or (payload
         format NONE carries none) by reading it, so tally's own writes never loop."""
         if md5 is not None:
             return md5 == record.manifest_md5()
-        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
+        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name)
         return found is None or found[0] == record.manifest
 
-    def restore(
-        self, run: Run, record: Record, over_generation: int | None, ops: StorageOps
-    ) -> Handled:
+    def restore(self, run: Run, record: Record, over_generation: int | None) -> Handled:
         """Put the published revision's bytes back where a user deleted or edited them."""
         name = run.prefix + self.config.manifest_name
         try:
             self.storage.write(
-                run.bucket, name, record.manifest, ops, if_generation_match=over_generation or 0
+                run.bucket, name, record.manifest, if_generation_match=over_generation or 0
             )
         except PreconditionFailed:
             return Handled(
@@ -409,21 +411,21 @@ class Announcer:
             run_state=RunState.COMPLETE,
         )
 
-    def restore_if_needed(self, run: Run, record: Record, ops: StorageOps) -> Handled | None:
+    def restore_if_needed(self, run: Run, record: Record) -> Handled | None:
         """Reconciliation's check of a published run's ``output.json`` (one read)."""
-        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name, ops)
+        found = self.storage.download(run.bucket, run.prefix + self.config.manifest_name)
         if found is not None and found[0] == record.manifest:
             return None
-        return self.restore(run, record, None if found is None else found[1], ops)
+        return self.restore(run, record, None if found is None else found[1])
 
     # -- the open-run index ------------------------------------------------------------------
-    def ensure_open(self, run: Run, ops: StorageOps) -> None:
+    def ensure_open(self, run: Run) -> None:
         """Make reconciliation visit this run (one small object per run, written once).
 
         Best effort: a bucket that refuses the write for good (gone, no permission) must not turn
         every delivery into a retry; only a transient failure defers the delivery."""
         try:
-            self.storage.write(run.bucket, run_index_name(run), b"", ops, if_generation_match=0)
+            self.storage.write(run.bucket, run_index_name(run), b"", if_generation_match=0)
         except PreconditionFailed:
             pass  # already indexed
         except TransientError:
@@ -431,15 +433,15 @@ class Announcer:
         except Exception as exc:  # the index only serves reconciliation: never retry for it
             _warn(f"could not add {run.key} to the open-run index: {exc!r}")
 
-    def close(self, run: Run, ops: StorageOps) -> None:
-        self.storage.delete(run.bucket, run_index_name(run), ops)
+    def close(self, run: Run) -> None:
+        self.storage.delete(run.bucket, run_index_name(run))
 
-    def list_run(self, run: Run, ops: StorageOps) -> list[Entry]:
+    def list_run(self, run: Run) -> list[Entry]:
         entries: list[Entry] = []
         token = None
         while True:
             page, token = self.storage.list_page(
-                run.bucket, run.prefix, ListRequest(None, None, LIST_PAGE, token), ops
+                run.bucket, run.prefix, ListRequest(None, None, LIST_PAGE, token)
             )
             entries.extend(page)
             if not token:
@@ -453,7 +455,6 @@ class Announcer:
         revision: int,
         supersedes: Superseded | None,
         actor: Actor,
-        ops: StorageOps,
     ) -> Manifest:
         failed = isinstance(verdict, Failed)
         return build_manifest(
@@ -462,36 +463,32 @@ class Announcer:
             state=State.FAILED if failed else State.COMPLETE,
             outputs=verdict.outputs,
             unexpected=verdict.unexpected,
-            failure_reason=self._failure_reason(run, ops) if failed else None,
+            failure_reason=self._failure_reason(run) if failed else None,
             claim=Claim.at(actor.delivery_id, actor.claimant, self.clock()),
             handler_version=self.handler_version,
             supersedes=supersedes,
         )
 
-    def _claim(
-        self, run: Run, manifest: Manifest, record: Record, over: int, ops: StorageOps
-    ) -> tuple[Record, int]:
+    def _claim(self, run: Run, manifest: Manifest, record: Record, over: int) -> tuple[Record, int]:
         """Step 1; a manifest over 4 MiB first moves its lists to a content-addressed object.
 
         The run enters the open-run index first: a claimant that dies for good (its message
         dead-lettered, no other delivery to come) leaves a claim reconciliation still finds."""
-        self.ensure_open(run, ops)
+        self.ensure_open(run)
         small, lists = split_manifest(manifest)
         if lists is not None:
             assert small.outputs_object is not None
-            self.storage.write(run.bucket, run.prefix + small.outputs_object, lists, ops)
+            self.storage.write(run.bucket, run.prefix + small.outputs_object, lists)
             record = replace(record, manifest=small.to_bytes())
-        return record, self._write_record(run, record, over, ops)
+        return record, self._write_record(run, record, over)
 
-    def _write_record(self, run: Run, record: Record, over: int, ops: StorageOps) -> int:
+    def _write_record(self, run: Run, record: Record, over: int) -> int:
         """Every write of the record carries the generation it replaces (0: none yet)."""
         return self.storage.write(
-            run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), ops, if_generation_match=over
+            run.bucket, run.prefix + RECORD_NAME, record.to_bytes(), if_generation_match=over
         )
 
-    def _finish(
-        self, run: Run, record: Record, generation: int, outcome: Outcome, ops: StorageOps
-    ) -> Handled:
+    def _finish(self, run: Run, record: Record, generation: int, outcome: Outcome) -> Handled:
         manifest = record.manifest_of(run)
         if record.revision > 1 and outcome is not Outcome.RECONCILED:
             outcome = Outcome.REVISED
@@ -501,7 +498,7 @@ class Announcer:
         self.config.faults.maybe_fail("after_publish")
         self.event_log.write_run(run_row(manifest, outcome, self.handler_version))
         self.config.faults.maybe_fail("after_runs_row")
-        manifest_generation, note = self._write_manifest(run, record, ops)
+        manifest_generation, note = self._write_manifest(run, record)
         published = replace(
             record,
             claim_status=ClaimStatus.PUBLISHED,
@@ -509,7 +506,7 @@ class Announcer:
             manifest_generation=manifest_generation,
         )
         try:
-            self._write_record(run, published, generation, ops)
+            self._write_record(run, published, generation)
         except PreconditionFailed:
             return Handled(
                 outcome,
@@ -521,9 +518,9 @@ class Announcer:
             )
         self.config.faults.maybe_fail("after_mark")
         if manifest_generation is None:
-            self.ensure_open(run, ops)  # reconciliation restores output.json
+            self.ensure_open(run)  # reconciliation restores output.json
         else:
-            self.close(run, ops)
+            self.close(run)
         self.remember(run, Known(record.revision, manifest.state, manifest.generations()))
         return Handled(
             outcome,
@@ -536,7 +533,7 @@ class Announcer:
             run_state=RunState(manifest.state.value),
         )
 
-    def _write_manifest(self, run: Run, record: Record, ops: StorageOps) -> tuple[int | None, str]:
+    def _write_manifest(self, run: Run, record: Record) -> tuple[int | None, str]:
         """Step 4: ``output.json`` becomes a copy of the revision's bytes. Once a revision is
         claimed the name is tally's (a foreign object there blocked the claim): whatever was
         written there since (a user's edit, an earlier revision) is replaced."""
@@ -545,10 +542,10 @@ class Announcer:
         for _ in range(3):
             try:
                 written = self.storage.write(
-                    run.bucket, name, record.manifest, ops, if_generation_match=over
+                    run.bucket, name, record.manifest, if_generation_match=over
                 )
             except PreconditionFailed:
-                found = self.storage.download(run.bucket, name, ops)
+                found = self.storage.download(run.bucket, name)
                 if found is not None and found[0] == record.manifest:
                     return found[1], ""
                 over = 0 if found is None else found[1]
@@ -556,19 +553,19 @@ class Announcer:
             return written, ""
         return None, f"; {name} kept changing: the run stays in the open-run index"
 
-    def _manifest_in_place(self, run: Run, ops: StorageOps) -> Handled | tuple[Record, int] | None:
+    def _manifest_in_place(self, run: Run) -> Handled | tuple[Record, int] | None:
         """Before the first claim, what sits where the manifest belongs: nothing (None), a
         foreign object (BLOCKED), or a manifest tally wrote with no record beside it (before
         revisions existed, or the record was deleted), adopted with its exact bytes so that it is
         never announced again."""
         name = run.prefix + self.config.manifest_name
-        found = self.storage.download(run.bucket, name, ops, max_bytes=8 * 1024 * 1024)
+        found = self.storage.download(run.bucket, name, max_bytes=8 * 1024 * 1024)
         if found is None:
             return None
         try:
             record = adopted_record(found[0], run, found[1])
         except NotTallys as exc:
-            self.ensure_open(run, ops)
+            self.ensure_open(run)
             return Handled(
                 Outcome.BLOCKED,
                 f"gs://{run.bucket}/{name} is {exc}; tally announces this run once that object"
@@ -577,20 +574,19 @@ class Announcer:
                 run_state=RunState.BLOCKED,
             )
         try:
-            generation = self._write_record(run, record, 0, ops)
+            generation = self._write_record(run, record, 0)
         except PreconditionFailed:
-            return self.record(run, ops)
+            return self.record(run)
         return record, generation
 
-    def _foreign_manifest(self, run: Run, ops: StorageOps) -> Handled | None:
-        found = self._manifest_in_place(run, ops)
+    def _foreign_manifest(self, run: Run) -> Handled | None:
+        found = self._manifest_in_place(run)
         return found if isinstance(found, Handled) else None
 
-    def _failure_reason(self, run: Run, ops: StorageOps) -> str:
+    def _failure_reason(self, run: Run) -> str:
         found = self.storage.download(
             run.bucket,
             run.prefix + self.config.failure_marker,
-            ops,
             max_bytes=FAILURE_REASON_BYTES,
         )
         if found is None:

@@ -21,10 +21,12 @@ decide.
 from __future__ import annotations
 
 import bisect
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tally_handler.announce import Actor, Announcer, Change, Known, run_prefix_of_index
@@ -48,11 +50,11 @@ from tally_handler.completeness import (
 )
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
-from tally_handler.errors import NotTallys, RegistryUnavailable, UnknownWorkflow, outcome_of
+from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
 from tally_handler.layout import TALLY_FOLDER, OutputKind, Run, RunOutput, classify
-from tally_handler.manifest import Record, State
+from tally_handler.manifest import NotTallys, Record, State
 from tally_handler.outcomes import Handled, Outcome, RunState
-from tally_handler.ports import Storage
+from tally_handler.ports import CountedStorage, Storage
 from tally_handler.rows import StorageOps
 from tally_handler.spec import ExpectedPattern, Spec
 
@@ -113,6 +115,17 @@ class PresenceCache:
                 self._opened.popitem(last=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What one delivery of a run's object decides on, once its spec is known."""
+
+    spec: Spec
+    run: Run
+    change: Change  # the delivery's own object
+    kind: OutputKind
+    actor: Actor
+
+
 class Handler:
     def __init__(
         self,
@@ -126,7 +139,7 @@ class Handler:
     ) -> None:
         self.config = config
         self.layout = config.layout
-        self.storage = storage
+        self.storage = CountedStorage(storage)
         self.spec_for = spec_for
         self.announcer = announcer
         self.clock = clock
@@ -139,8 +152,17 @@ class Handler:
         self._splits_lock = threading.Lock()
         announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
 
+    def counting(self, ops: StorageOps) -> Handler:
+        """This handler for one delivery: its Storage calls, and its announcer's, count in
+        ``ops``. Configuration, caches, coalescer and key ranges stay shared."""
+        view = copy.copy(self)
+        view.storage = self.storage.counting(ops)
+        view.announcer = self.announcer.counting(ops)
+        return view
+
     # -- notifications -------------------------------------------------------------------------
     def notification(self, delivery: Delivery, ops: StorageOps) -> Handled:
+        """One notification; its Storage calls count in ``ops`` (its events row's)."""
         n = delivery.notification
         assert n is not None
         if n.name.startswith(TALLY_FOLDER):
@@ -159,28 +181,28 @@ class Handler:
             )
         run = self.layout.run(n.bucket, run_output)
         try:
-            result = self._notification(delivery, n, run_output, run, ops)
+            result = self.counting(ops)._notification(delivery, n, run_output, run)
         except (UnsatisfiableSpec, NotTallys) as exc:  # permanent: logged, never retried
-            result = Handled(outcome_of(exc), str(exc), run_state=RunState.BLOCKED)
+            result = Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
         result.run_output = run_output
         result.run = result.run or run
         return result
 
     def _notification(
-        self, delivery: Delivery, n: Notification, output: RunOutput, run: Run, ops: StorageOps
+        self, delivery: Delivery, n: Notification, output: RunOutput, run: Run
     ) -> Handled:
         kind = classify(output.path, self.config.manifest_name, self.config.failure_marker)
         deleted = n.event_type in (EventType.OBJECT_DELETE, EventType.OBJECT_ARCHIVE)
-        early = self._not_for_completeness(n, run, kind, deleted, ops)
+        early = self._not_for_completeness(n, run, kind, deleted)
         if early is not None:
             return early
         try:
             spec = self.spec_for(output.workflow, output.version)
         except UnknownWorkflow as exc:
-            self._ensure_open(run, ops)
-            return Handled(outcome_of(exc), str(exc), run_state=RunState.RUNNING)
+            self._ensure_open(run)
+            return Handled(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
         except RegistryUnavailable as exc:
-            return Handled(outcome_of(exc), f"{exc}; Pub/Sub redelivers")
+            return Handled(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
         check_satisfiable(spec, self.config.manifest_name, self.config.failure_marker)
         expected = spec.expects(output.path) if kind is OutputKind.OUTPUT else None
         if kind is OutputKind.OUTPUT and expected is None:
@@ -195,17 +217,13 @@ class Handler:
             None if deleted else n.generation,
             (n.event_time or delivery.publish_time) if deleted else None,
         )
+        work = Work(spec, run, change, kind, actor)
         known = self.cache.announced(run.key)
         if known is not None and _matches(known, change, kind):
             return self._after_completion(known.revision, known.state)
         if deleted:
             return self._against_record(
-                spec,
-                run,
-                change,
-                kind,
-                actor,
-                ops,
+                work,
                 Handled(
                     Outcome.IGNORED,
                     "a deletion before the run was announced: completeness is re-checked from"
@@ -213,29 +231,17 @@ class Handler:
                 ),
             )
         if known is not None:  # announced, as this instance knows, and this object differs
-            found = self.announcer.record(run, ops)
+            found = self.announcer.record(run)
             if found is not None:
-                return self._with_record(spec, run, *found, change, kind, actor, ops)
-        return self._output(spec, run, change, kind, actor, ops)
+                return self._with_record(work, *found)
+        return self._output(work)
 
-    def _output(
-        self,
-        spec: Spec,
-        run: Run,
-        change: Change,
-        kind: OutputKind,
-        actor: Actor,
-        ops: StorageOps,
-    ) -> Handled:
+    def _output(self, work: Work) -> Handled:
         """A new generation of an expected output or of the failure marker."""
-        if kind is OutputKind.OUTPUT and not affects_completeness(spec, change.path):
+        spec, run, change = work.spec, work.run, work.change
+        if work.kind is OutputKind.OUTPUT and not affects_completeness(spec, change.path):
             return self._against_record(
-                spec,
-                run,
-                change,
-                kind,
-                actor,
-                ops,
+                work,
                 Handled(
                     Outcome.RECORDED,
                     f"{change.path!r} is optional: it is listed in the manifest if present when"
@@ -243,29 +249,23 @@ class Handler:
                     run_state=RunState.RUNNING,
                 ),
             )
-        if kind is OutputKind.FAILURE_MARKER:
-            verdict = self._scan(spec, run, "", ops, exhaustive=True)
+        if work.kind is OutputKind.FAILURE_MARKER:
+            verdict = self._scan(spec, run, "", exhaustive=True)
         else:
             self.cache.add_present(run.key, {change.path})
-            verdict = self._decide(spec, run, change.path, ops)
+            verdict = self._decide(work)
         self.config.faults.maybe_fail("after_listing")
         if isinstance(verdict, Incomplete):
             return self._against_record(
-                spec,
-                run,
-                change,
-                kind,
-                actor,
-                ops,
-                Handled(Outcome.RECORDED, verdict.reason, run_state=RunState.RUNNING),
+                work, Handled(Outcome.RECORDED, verdict.reason, run_state=RunState.RUNNING)
             )
-        done = self.announcer.announce(run, verdict, actor, Outcome.COMPLETED, ops)
+        done = self.announcer.announce(run, verdict, work.actor, Outcome.COMPLETED)
         if isinstance(done, Handled):
             return done
-        return self._with_record(spec, run, *done, change, kind, actor, ops)
+        return self._with_record(work, *done)
 
     def _not_for_completeness(
-        self, n: Notification, run: Run, kind: OutputKind, deleted: bool, ops: StorageOps
+        self, n: Notification, run: Run, kind: OutputKind, deleted: bool
     ) -> Handled | None:
         """tally's own objects, metadata updates and replaced generations change no verdict."""
         if kind is OutputKind.TALLY_INTERNAL:
@@ -274,7 +274,7 @@ class Handler:
             return Handled(Outcome.IGNORED, f"{n.event_type} does not change which outputs exist")
         replaced = deleted and n.overwritten_by_generation is not None
         if kind is OutputKind.MANIFEST:
-            return self.announcer.manifest_event(run, n.generation, n.md5, deleted, replaced, ops)
+            return self.announcer.manifest_event(run, n.generation, n.md5, deleted, replaced)
         if replaced:
             return Handled(
                 Outcome.IGNORED,
@@ -283,44 +283,26 @@ class Handler:
             )
         return None
 
-    def _against_record(
-        self,
-        spec: Spec,
-        run: Run,
-        change: Change,
-        kind: OutputKind,
-        actor: Actor,
-        ops: StorageOps,
-        open_result: Handled,
-    ) -> Handled:
+    def _against_record(self, work: Work, open_result: Handled) -> Handled:
         """The run looked open from this delivery: unless its record says otherwise, it is."""
-        found = self.announcer.record(run, ops)
+        found = self.announcer.record(work.run)
         if found is None:
             if open_result.outcome is not Outcome.IGNORED:
-                self._ensure_open(run, ops)
+                self._ensure_open(work.run)
             return open_result
-        return self._with_record(spec, run, *found, change, kind, actor, ops)
+        return self._with_record(work, *found)
 
-    def _with_record(
-        self,
-        spec: Spec,
-        run: Run,
-        record: Record,
-        generation: int,
-        change: Change,
-        kind: OutputKind,
-        actor: Actor,
-        ops: StorageOps,
-    ) -> Handled:
-        settled = self.announcer.settle(run, record, generation, actor, Outcome.COMPLETED, ops)
+    def _with_record(self, work: Work, record: Record, generation: int) -> Handled:
+        run = work.run
+        settled = self.announcer.settle(run, record, generation, work.actor, Outcome.COMPLETED)
         if not isinstance(settled, Handled):
-            return self._announced(spec, run, *settled, change, kind, actor, ops)
-        if self._covered(run, record, change, kind, ops):
+            return self._announced(work, *settled)
+        if self._covered(work, record):
             return settled  # the claim lists this very object: nothing more to look at
         if settled.run_state is RunState.ANNOUNCING:
             # Another delivery is announcing from a listing that may predate this change.
-            if actor.last_attempt:
-                self.announcer.ensure_open(run, ops)  # reconciliation reviews it
+            if work.actor.last_attempt:
+                self.announcer.ensure_open(run)  # reconciliation reviews it
                 return Handled(
                     Outcome.CHANGED,
                     f"{settled.detail}; this change is not in its claim: reconciliation"
@@ -336,52 +318,41 @@ class Handler:
                 run_state=RunState.ANNOUNCING,
             )
         # This delivery finished a claim (a resume or a takeover) that predates its own change.
-        found = self.announcer.record(run, ops)
+        found = self.announcer.record(run)
         if found is None or not found[0].published:
             return settled
-        then = self._announced(spec, run, *found, change, kind, actor, ops)
+        then = self._announced(work, *found)
         if then.outcome is Outcome.AFTER_COMPLETION:
             return settled
         then.detail = f"{settled.detail}; then: {then.detail}"
         return then
 
-    def _covered(
-        self, run: Run, record: Record, change: Change, kind: OutputKind, ops: StorageOps
-    ) -> bool:
+    def _covered(self, work: Work, record: Record) -> bool:
         """Whether the record's revision already says what this delivery says."""
         try:
-            manifest = self.announcer.manifest(run, record, ops)
+            manifest = self.announcer.manifest(work.run, record)
         except NotTallys:
             return False
         known = Known(record.revision, manifest.state, manifest.generations())
-        return _matches(known, change, kind)
+        return _matches(known, work.change, work.kind)
 
-    def _announced(
-        self,
-        spec: Spec,
-        run: Run,
-        record: Record,
-        generation: int,
-        change: Change,
-        kind: OutputKind,
-        actor: Actor,
-        ops: StorageOps,
-    ) -> Handled:
+    def _announced(self, work: Work, record: Record, generation: int) -> Handled:
         """The run has a published revision: is this delivery a duplicate, or a change?"""
+        run, kind = work.run, work.kind
         try:
-            known = self.announcer.known(run, record, ops)
+            known = self.announcer.known(run, record)
         except NotTallys as exc:
-            return Handled(outcome_of(exc), str(exc), run_state=RunState.BLOCKED)
-        if _matches(known, change, kind):
+            return Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+        if _matches(known, work.change, kind):
             return self._after_completion(known.revision, known.state)
         marker = run.prefix + self.config.failure_marker
         if (
             known.state is State.FAILED
             and kind is not OutputKind.FAILURE_MARKER
-            and self.storage.exists(run.bucket, marker, ops)
+            and self.storage.exists(run.bucket, marker)
         ):
             return self._after_completion(known.revision, known.state)
-        return self.announcer.review(run, spec, record, generation, change, actor, ops)
+        return self.announcer.review(run, work.spec, record, generation, work.change, work.actor)
 
     @staticmethod
     def _after_completion(revision: int, state: State) -> Handled:
@@ -392,13 +363,14 @@ class Handler:
             run_state=RunState(state.value),
         )
 
-    def _ensure_open(self, run: Run, ops: StorageOps) -> None:
+    def _ensure_open(self, run: Run) -> None:
         if not self.cache.opened(run.key):
-            self.announcer.ensure_open(run, ops)
+            self.announcer.ensure_open(run)
             self.cache.add_opened(run.key)
 
-    def _decide(self, spec: Spec, run: Run, own: str, ops: StorageOps):
+    def _decide(self, work: Work):
         """Incomplete as soon as one required output is missing; else the full listing's verdict."""
+        spec, run, own = work.spec, work.run, work.change.path
         required = spec.required_paths
         known = self.cache.present(run.key)
         start = bisect.bisect_right(required, own)
@@ -407,19 +379,20 @@ class Handler:
             if path in known:
                 continue
             if probes == PROBES:
-                return self._scan(spec, run, own, ops)
+                return self._scan(spec, run, own)
             probes += 1
-            if not self.storage.exists(run.bucket, run.prefix + path, ops):
+            if not self.storage.exists(run.bucket, run.prefix + path):
                 return missing_path(path)
             self.cache.add_present(run.key, {path})
-        return self._whole_folder(spec, run, own, ops)  # nothing missing: the whole folder decides
+        return self._whole_folder(work)  # nothing missing: the whole folder decides
 
-    def _whole_folder(self, spec: Spec, run: Run, own: str, ops: StorageOps):
+    def _whole_folder(self, work: Work):
         """The whole folder's verdict. With a required pattern (counted over the whole folder,
         so every delivery needs it), through the coalescing gate: one listing covers every
         delivery of the run that arrived on this instance before it started (coalesce.py)."""
+        spec, run, own = work.spec, work.run, work.change.path
         if self.coalescer is None or not spec.required_patterns:
-            return self._scan(spec, run, "", ops)
+            return self._scan(spec, run, "")
         needed = sum(pattern.count for pattern in spec.required_patterns)
         expected = spec.expects(own)
         counted = own if isinstance(expected, ExpectedPattern) and expected.required else ""
@@ -432,7 +405,7 @@ class Handler:
         matched = None
         listed: frozenset[str] = frozenset()
         try:
-            entries = self._list_folder(run, ops)
+            entries = self._list_folder(run)
             found = assess(spec, entries, self.config.manifest_name, self.config.failure_marker)
             matched = found.pattern_outputs
             listed = frozenset(entry.path for entry in entries)
@@ -440,13 +413,13 @@ class Handler:
             self.coalescer.finish(run.key, token, matched, listed)
         return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
 
-    def _list_folder(self, run: Run, ops: StorageOps) -> list[Entry]:
+    def _list_folder(self, run: Run) -> list[Entry]:
         """Every object of the run folder, its key ranges (split at the previous listing's
         every 1,000th name) listed in parallel: about one page's latency at any size."""
         with self._splits_lock:
             splits = self._splits.get(run.key, ())
         ranges = key_ranges(splits)
-        counted = [StorageOps() for _ in ranges]
+        counted = [self.storage.counting(StorageOps()) for _ in ranges]
 
         def one(index: int) -> list[Entry]:
             start, end = ranges[index]
@@ -454,8 +427,7 @@ class Handler:
             token = None
             while True:
                 request = ListRequest(start, end, MAX_PAGE_SIZE, token)
-                ops_here = counted[index]
-                page, token = self.storage.list_page(run.bucket, run.prefix, request, ops_here)
+                page, token = counted[index].list_page(run.bucket, run.prefix, request)
                 entries += in_range(page, start, end)
                 if not token or (end is not None and page and page[-1].path >= end):
                     return entries
@@ -464,10 +436,11 @@ class Handler:
             found = one(0)
         else:
             found = [e for part in _LIST_POOL.map(one, range(len(ranges))) for e in part]
+        ops = self.storage.ops
         for part in counted:
-            ops.reads += part.reads
-            ops.lists += part.lists
-            ops.list_entries += part.list_entries
+            ops.reads += part.ops.reads
+            ops.lists += part.ops.lists
+            ops.list_entries += part.ops.list_entries
         with self._splits_lock:
             self._splits[run.key] = split_points([e.path for e in found])
             self._splits.move_to_end(run.key)
@@ -476,7 +449,7 @@ class Handler:
         return found
 
     def _scan(
-        self, spec: Spec, run: Run, start_path: str, ops: StorageOps, exhaustive: bool = False
+        self, spec: Spec, run: Run, start_path: str, exhaustive: bool = False
     ) -> Complete | Incomplete | Failed:
         scan = Scan(
             spec,
@@ -486,7 +459,7 @@ class Handler:
             exhaustive=exhaustive,
         )
         while (request := scan.next_request()) is not None:
-            entries, token = self.storage.list_page(run.bucket, run.prefix, request, ops)
+            entries, token = self.storage.list_page(run.bucket, run.prefix, request)
             scan.feed(entries, token)
         assert scan.result is not None
         return scan.result

@@ -31,16 +31,10 @@ from datetime import UTC, datetime, timedelta
 from tally_handler.announce import OPEN_INDEX, Actor, run_prefix_of_index
 from tally_handler.completeness import Assessment, Complete, Entry, Failed, ListRequest, assess
 from tally_handler.delivery import Delivery, Reconcile
-from tally_handler.errors import (
-    NotTallys,
-    PreconditionFailed,
-    PrefixOutsideLayout,
-    UnknownWorkflow,
-    outcome_of,
-)
+from tally_handler.errors import PreconditionFailed, TransientError, UnknownWorkflow
 from tally_handler.handler import Handler, claimant_of
 from tally_handler.layout import TALLY_FOLDER, Run, RunOutput
-from tally_handler.manifest import Record
+from tally_handler.manifest import NotTallys, Record
 from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
@@ -79,42 +73,40 @@ class ReconcileReport:
         return text
 
 
-def run_prefixes(
-    handler: Handler, bucket: str, prefix: str | None, ops: StorageOps
-) -> Iterator[str]:
+def run_prefixes(handler: Handler, bucket: str, prefix: str | None) -> Iterator[str]:
     """Every run folder prefix under `prefix` (default: all runs), in lexicographic order."""
     layout = handler.layout
     root = layout.runs_root_prefix()
     levels = layout.depth - root.count("/")
     start = prefix or root
     if not start.startswith(root):
-        raise PrefixOutsideLayout(f"prefix {start!r} is outside the layout's root {root!r}")
-    yield from _walk(handler, bucket, root, start, levels, ops)
+        raise ValueError(f"prefix {start!r} is outside the layout's root {root!r}")
+    yield from _walk(handler, bucket, root, start, levels)
 
 
-def _walk(handler: Handler, bucket: str, here: str, want: str, levels: int, ops: StorageOps):
+def _walk(handler: Handler, bucket: str, here: str, want: str, levels: int):
     if levels == 0:
         yield here
         return
     token = None
     while True:
-        prefixes, token = handler.storage.list_prefixes(bucket, here, token, ops, LIST_PAGE)
+        prefixes, token = handler.storage.list_prefixes(bucket, here, token, LIST_PAGE)
         for child in prefixes:
             if not here and child == TALLY_FOLDER:
                 continue  # tally's bucket-level folder (the open-run index) holds no runs
             # Only descend where the requested prefix and this folder overlap.
             if child.startswith(want) or want.startswith(child):
-                yield from _walk(handler, bucket, child, want, levels - 1, ops)
+                yield from _walk(handler, bucket, child, want, levels - 1)
         if not token:
             return
 
 
-def open_runs(handler: Handler, bucket: str, ops: StorageOps) -> Iterator[str]:
+def open_runs(handler: Handler, bucket: str) -> Iterator[str]:
     """The run folder prefixes in the open-run index, in lexicographic order."""
     token = None
     while True:
         page, token = handler.storage.list_page(
-            bucket, OPEN_INDEX, ListRequest(None, None, LIST_PAGE, token), ops
+            bucket, OPEN_INDEX, ListRequest(None, None, LIST_PAGE, token)
         )
         for entry in page:
             yield run_prefix_of_index(OPEN_INDEX + entry.path)
@@ -126,18 +118,18 @@ def _from_index(request: Reconcile) -> bool:
     return request.workflow is None and request.prefix is None and not request.every_run
 
 
-def _runs(handler: Handler, bucket: str, request: Reconcile, ops: StorageOps) -> Iterator[str]:
+def _runs(handler: Handler, bucket: str, request: Reconcile) -> Iterator[str]:
     if request.workflow is not None and request.version is not None:
         prefix = handler.layout.version_prefix(request.workflow, request.version)
-        for run_prefix in run_prefixes(handler, bucket, prefix, ops):
+        for run_prefix in run_prefixes(handler, bucket, prefix):
             output = handler.layout.match(run_prefix + "x")
             if output and (output.workflow, output.version) == (request.workflow, request.version):
                 yield run_prefix
     elif request.prefix is not None or request.every_run:
-        yield from run_prefixes(handler, bucket, request.prefix, ops)
+        yield from run_prefixes(handler, bucket, request.prefix)
     else:
         assert _from_index(request)
-        yield from open_runs(handler, bucket, ops)
+        yield from open_runs(handler, bucket)
 
 
 def reconcile_runs(
@@ -150,12 +142,14 @@ def reconcile_runs(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> ReconcileReport:
+    """Reconcile one page of runs; every Storage call counts in ``ops``."""
+    handler = handler.counting(ops)
     now = now or datetime.now(UTC)
     actor = Actor(delivery.delivery_id, claimant_of(delivery), last_attempt=True)
     # Only a run read from the open-run index has an entry to remove (a walk would otherwise
     # delete a missing object for every announced run).
     report = ReconcileReport(indexed=_from_index(request))
-    for run_prefix in _runs(handler, bucket, request, ops):
+    for run_prefix in _runs(handler, bucket, request):
         if request.page_token and run_prefix <= request.page_token:
             continue
         if report.examined == max_runs:
@@ -165,7 +159,7 @@ def reconcile_runs(
         run_output = handler.layout.match(run_prefix + "x")
         if run_output is not None:
             run = handler.layout.run(bucket, run_output)
-            _reconcile_run(handler, actor, run, ops, dry_run, now, report)
+            _reconcile_run(handler, actor, run, dry_run, now, report)
     else:
         report.next_page_token = None  # the walk finished
     return report
@@ -175,18 +169,17 @@ def _reconcile_run(
     handler: Handler,
     actor: Actor,
     run: Run,
-    ops: StorageOps,
     dry_run: bool,
     now: datetime,
     report: ReconcileReport,
 ) -> None:
     announcer = handler.announcer
     try:
-        found = announcer.record(run, ops)
+        found = announcer.record(run)
     except NotTallys as exc:
         report.blocked.append(run.key)
         report.results.append(
-            (run, Handled(outcome_of(exc), str(exc), run=run, run_state=RunState.BLOCKED))
+            (run, Handled(Outcome.BLOCKED, str(exc), run=run, run_state=RunState.BLOCKED))
         )
         return
     try:
@@ -198,12 +191,12 @@ def _reconcile_run(
         if dry_run:
             report.already_announced += 1
         else:
-            _reconcile_recorded(handler, actor, run, spec, *found, ops, report)
+            _reconcile_recorded(handler, actor, run, spec, *found, report)
         return
-    entries = announcer.list_run(run, ops)
+    entries = announcer.list_run(run)
     if not entries:
         if not dry_run and report.indexed:
-            announcer.close(run, ops)
+            announcer.close(run)
         return
     config = handler.config
     found = assess(spec, entries, config.manifest_name, config.failure_marker)
@@ -212,15 +205,15 @@ def _reconcile_run(
         if dry_run:
             report.announced.append(run.key)
             return
-        done = announcer.announce(run, verdict, actor, Outcome.RECONCILED, ops)
+        done = announcer.announce(run, verdict, actor, Outcome.RECONCILED)
         if isinstance(done, tuple):  # announced meanwhile, or adopted from before revisions
-            _reconcile_recorded(handler, actor, run, spec, *done, ops, report)
+            _reconcile_recorded(handler, actor, run, spec, *done, report)
             return
         _note(report, run, done)
         return
     report.incomplete.append(run.key)
     if not dry_run:
-        _stalled(handler, run, spec, entries, found, now, ops, report)
+        _stalled(handler, run, spec, entries, found, now, report)
 
 
 def _stalled(
@@ -230,7 +223,6 @@ def _stalled(
     entries: list[Entry],
     found: Assessment,
     now: datetime,
-    ops: StorageOps,
     report: ReconcileReport,
 ) -> None:
     """Log an incomplete run past its deadline `stalled`, once per run."""
@@ -241,9 +233,7 @@ def _stalled(
     if now < deadline:
         return
     try:
-        handler.storage.write(
-            run.bucket, run.prefix + STALLED_MARKER, b"{}", ops, if_generation_match=0
-        )
+        handler.storage.write(run.bucket, run.prefix + STALLED_MARKER, b"{}", if_generation_match=0)
     except PreconditionFailed:
         return  # an earlier reconciliation logged it
     report.stalled.append(run.key)
@@ -263,37 +253,36 @@ def _reconcile_recorded(
     spec: Spec,
     record: Record,
     generation: int,
-    ops: StorageOps,
     report: ReconcileReport,
 ) -> None:
     """A run with an announcement record: finish its claim, re-announce it if it changed, or
     restore its manifest; then it leaves the open-run index."""
     announcer = handler.announcer
-    settled = announcer.settle(run, record, generation, actor, Outcome.RECONCILED, ops)
+    settled = announcer.settle(run, record, generation, actor, Outcome.RECONCILED)
     if isinstance(settled, Handled):
         _note(report, run, settled)
         if settled.run_state is RunState.ANNOUNCING:
             return  # being announced: it stays in the open-run index
-        found = announcer.record(run, ops)  # finished a claim: the bucket may have moved on
+        found = announcer.record(run)  # finished a claim: the bucket may have moved on
         if found is None or not found[0].published:
             return
         record, generation = found
-        result = announcer.review(run, spec, record, generation, None, actor, ops)
+        result = announcer.review(run, spec, record, generation, None, actor)
         if result.outcome is not Outcome.AFTER_COMPLETION:
             _note(report, run, result)
         return
     record, generation = settled
-    result = announcer.review(run, spec, record, generation, None, actor, ops)
+    result = announcer.review(run, spec, record, generation, None, actor)
     if result.outcome is not Outcome.AFTER_COMPLETION:
         _note(report, run, result)
         return
-    restored = announcer.restore_if_needed(run, record, ops)
+    restored = announcer.restore_if_needed(run, record)
     if restored is not None:
         _note(report, run, restored)
     else:
         report.already_announced += 1
     if report.indexed:
-        announcer.close(run, ops)
+        announcer.close(run)
 
 
 def _note(report: ReconcileReport, run: Run, result: Handled) -> None:
@@ -323,12 +312,19 @@ def reconcile_request(
     assert delivery.reconcile is not None
     request = delivery.reconcile
     config = handler.config
+    root = handler.layout.runs_root_prefix()
+    if request.prefix is not None and not request.prefix.startswith(root):
+        return Handled(
+            Outcome.REJECTED,
+            f"prefix {request.prefix!r} is outside the layout's root {root!r}; send a prefix"
+            " inside the layout",
+        )
     try:
         report = reconcile_runs(
             handler, delivery, config.outputs_bucket, request, config.reconcile_max_runs, ops
         )
-    except PrefixOutsideLayout as exc:  # the one request problem found here, not in parsing
-        return Handled(outcome_of(exc), f"{exc}; send a prefix inside the layout")
+    except TransientError:
+        raise
     for run, result in report.results:
         record_run(result, run)
     if report.next_page_token and republish is not None:

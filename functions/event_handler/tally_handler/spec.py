@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tally_handler.errors import SpecError
+
+class SpecError(ValueError):
+    """The registry answered something that is not a usable spec."""
 
 
 @dataclass(frozen=True, slots=True)

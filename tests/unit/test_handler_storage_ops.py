@@ -1,0 +1,47 @@
+"""The Storage calls each delivery counts (the events row's storage_* columns), pinned over a
+run's life: the deliveries that complete it, a duplicate, a change announced as revision 2, a
+failed run, and a reconciliation of the open-run index."""
+
+from __future__ import annotations
+
+from tally_handler.delivery import Delivery, EventType, Reconcile, Source, rfc3339
+from tally_handler.reconcile import reconcile_runs
+from tally_handler.rows import StorageOps
+
+from tests.unit.world import BUCKET, QUIET, REQUIRED, World
+
+Counts = tuple[int, int, int, int, int]  # reads, lists, list entries, writes, refused writes
+
+
+def counts(ops: StorageOps) -> Counts:
+    return (ops.reads, ops.lists, ops.list_entries, ops.writes, ops.precondition_failures)
+
+
+def delivered(world: World, delivery: Delivery, instance: int = 0) -> Counts:
+    ops = StorageOps()
+    world.handlers[instance].notification(delivery, ops)
+    return counts(ops)
+
+
+def reconciled(world: World) -> Counts:
+    ops = StorageOps()
+    request = Reconcile()
+    now = world.clock()
+    delivery = Delivery(Source.PUBSUB_PUSH, "r", publish_time=rfc3339(now), reconcile=request)
+    reconcile_runs(world.handlers[1], delivery, BUCKET, request, 100, ops, now=now)
+    return counts(ops)
+
+
+def test_each_delivery_counts_every_storage_call_it_makes() -> None:
+    world = World()
+    completing = [delivered(world, world.write("r1", path)) for path in REQUIRED]
+    assert completing == [(2, 0, 0, 1, 0), (1, 1, 2, 0, 0), (1, 1, 3, 0, 0), (0, 1, 4, 5, 1)]
+    first = world.storage.get(BUCKET, f"wf/1/r1/{REQUIRED[0]}")
+    assert first is not None
+    duplicate = world.message(f"wf/1/r1/{REQUIRED[0]}", first.generation, EventType.OBJECT_FINALIZE)
+    assert delivered(world, duplicate) == (0, 0, 0, 0, 0)  # a warm instance knows the run
+    assert delivered(world, world.write("r1", "a.txt", b"new"), instance=1) == (3, 2, 12, 2, 1)
+    world.clock.advance(QUIET + 1)
+    assert delivered(world, world.write("r1", "notes.txt"), instance=1) == (1, 1, 7, 1, 1)
+    assert delivered(world, world.write("r3", "_FAILED", b"boom")) == (1, 1, 1, 5, 0)
+    assert reconciled(world) == (1, 2, 8, 1, 1)
