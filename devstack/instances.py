@@ -126,13 +126,15 @@ class HandlerInstances:
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.wait_revision(self._revision, timeout)
 
-    def restart(self, env: dict[str, str], timeout: float = 60.0) -> None:
-        """Roll out a revision with this environment; returns once only it serves."""
+    def restart(self, env: dict[str, str], timeout: float | None = None) -> None:
+        """Roll out a revision with this environment; returns once only it serves. As on Cloud
+        Run, the old revision's requests may run to the request timeout first (a reconcile page
+        can take that long on a loaded machine): by default wait for that plus a minute to start."""
         with self._lock:
             self._env = dict(env)
             self._revision += 1
             revision = self._revision
-        self.wait_revision(revision, timeout)
+        self.wait_revision(revision, self.request_timeout + 60.0 if timeout is None else timeout)
 
     def wait_revision(self, revision: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from tally_cli.clients import Clients
 from tally_cli.config import Settings
-from tally_cli.errors import ConfigError, TallyError
+from tally_cli.errors import ConfigError, StepFailed, TallyError
 
 CHECK_WORKFLOW = "tally-check"  # terraform/pubsub.tf filters the check subscription on it
 CHECK_VERSION = "1.0.0"
@@ -71,13 +71,6 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-class StepFailed(Exception):
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fix = fix
 
 
 def new_run_id() -> str:

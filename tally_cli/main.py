@@ -1,6 +1,6 @@
 """The `tally` command line.
 
-Exit codes:
+Exit codes (errors.EXIT_STATUS):
   0  success
   1  a check failed: the run is not found (or not COMPLETE with --require-complete), a spec was
      refused (conflict, invalid, unauthorized), a workflow is unknown
@@ -23,7 +23,7 @@ import typer
 
 from tally_cli import config, output
 from tally_cli.clients import Clients
-from tally_cli.errors import EXIT_CHECK_FAILED, ConfigError, TallyError
+from tally_cli.errors import EXIT_CHECK_FAILED, ConfigError, TallyError, exit_status
 
 app = typer.Typer(
     name="tally",
@@ -50,10 +50,10 @@ def command(func: F) -> F:
             return func(*args, **kwargs)
         except TallyError as exc:
             output.error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+            raise typer.Exit(exit_status(exc)) from None
+        except KeyboardInterrupt as exc:
             output.error("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_status(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -109,7 +109,7 @@ def main(
         settings = config.load(flags, env_file=env_file)
     except TallyError as exc:
         output.error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(exit_status(exc)) from None
     ctx.ensure_object(dict)["settings"] = settings
 
 

@@ -65,7 +65,7 @@ def local_app(clients: Clients) -> Any:
     from tally_handler import adapters
     from tally_handler.app import App
     from tally_handler.config import Config
-    from tally_handler.config import ConfigError as HandlerConfigError
+    from tally_handler.errors import ConfigError as HandlerConfigError
 
     try:
         config = Config.from_env(handler_environment(clients.settings))
@@ -94,6 +94,7 @@ def run_locally(
     """Reconcile in this process, page after page, until the walk is done."""
     handler_code()
     from tally_handler.delivery import Reconcile
+    from tally_handler.errors import PrefixOutsideLayout
 
     totals: dict[str, Any] = {"queued": False, "dry_run": dry_run, "examined": 0}
     totals.update({key: [] for key in REPORT_KEYS})
@@ -102,7 +103,10 @@ def run_locally(
         app = local_app(clients)
         while True:
             request = Reconcile(prefix=prefix, page_token=token, every_run=every_run)
-            report = app.reconcile_locally(request, max_runs, dry_run)
+            try:
+                report = app.reconcile_locally(request, max_runs, dry_run)
+            except PrefixOutsideLayout as exc:
+                raise ConfigError(f"--prefix: {exc}; give a prefix inside the layout") from None
             totals["examined"] += report.examined
             for key in REPORT_KEYS:
                 totals[key].extend(getattr(report, key))

@@ -120,7 +120,8 @@ class RunStatus:
 
     def announcement(self, bucket: str, run: Any) -> dict[str, Any] | None:
         """The announcement record, as people read it (None before any claim)."""
-        from tally_handler.manifest import RECORD_NAME, NotTallys, Record, outputs_from_object
+        from tally_handler.errors import NotTallys
+        from tally_handler.manifest import RECORD_NAME, Record, outputs_from_object
 
         found = self._download(bucket, run.prefix + RECORD_NAME)
         if found is None:
@@ -157,7 +158,8 @@ class RunStatus:
 
     def manifest(self, bucket: str, run: Any, announced: dict[str, Any] | None) -> dict[str, Any]:
         """What sits at the manifest's name: tally's copy of the latest revision, or not."""
-        from tally_handler.manifest import Manifest, NotTallys
+        from tally_handler.errors import NotTallys
+        from tally_handler.manifest import Manifest
 
         found = self._download(bucket, run.prefix + self.settings.manifest_name)
         if found is None:
@@ -175,8 +177,9 @@ class RunStatus:
         self, run: str, progress: Callable[[int], None] = lambda _n: None
     ) -> dict[str, Any]:
         handler_code()
+        from tally_handler.errors import SpecError
         from tally_handler.layout import Layout, OutputKind, classify
-        from tally_handler.spec import Spec, SpecError
+        from tally_handler.spec import Spec
 
         workflow, version, run_id = parse_run(run)
         bucket = self.settings.require("outputs_bucket")

@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from tally_handler.app import App
-from tally_handler.config import Config, ConfigError
+from tally_handler.config import Config
+from tally_handler.errors import ConfigError, outcome_of
 
 _app: App | None = None
 
@@ -33,6 +34,7 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
         app = _get_app()
     except ConfigError as exc:  # every missing variable is named; Pub/Sub retries meanwhile
         print(json.dumps({"severity": "CRITICAL", "message": str(exc)}), flush=True)
-        return json.dumps({"error": str(exc)}), 503, headers
+        status = 200 if outcome_of(exc).acknowledged else 503  # deferred: 503
+        return json.dumps({"error": str(exc)}), status, headers
     status, body = app.handle(request.get_data(cache=False), dict(request.headers))
     return json.dumps(body), status, headers

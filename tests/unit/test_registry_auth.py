@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 from tally_registry.auth import CachingRequest, IdTokenAuthorizer
-from tally_registry.errors import ApiError
+from tally_registry.errors import ApiError, Unavailable, api_error
 
 AUDIENCE = "https://registry.example.test"
 CERTS_URL = "https://certs.example.test/oauth2/v1/certs"
@@ -168,8 +168,11 @@ def test_verified_email_on_the_list_only(key: Key) -> None:
 
 def test_certificate_fetch_failure_is_503(key: Key) -> None:
     auth = IdTokenAuthorizer(AUDIENCE, CERTS_URL, [WRITER], request=StubTransport(key, status=500))
-    err = refused(auth, f"Bearer {key.mint()}")
+    with pytest.raises(Unavailable) as info:
+        auth.authorize(f"Bearer {key.mint()}")
+    err = api_error(info.value)
     assert (err.status, err.code) == (503, "unavailable")
+    assert CERTS_URL in err.message
 
 
 def test_certificates_are_cached_per_cache_control(

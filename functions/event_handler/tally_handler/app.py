@@ -26,11 +26,11 @@ from tally_handler.delivery import (
     parse_delivery,
     rfc3339,
 )
-from tally_handler.errors import LogWriteFailed, TransientError
+from tally_handler.errors import LogWriteFailed, TransientError, outcome_of
 from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler
 from tally_handler.layout import Run, RunOutput
-from tally_handler.outcomes import Handled, Outcome
+from tally_handler.outcomes import Handled
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
@@ -90,7 +90,7 @@ class App:
             delivery = parse_delivery(body, headers, self.config.max_delivery_attempts)
         except MalformedDelivery as exc:
             delivery = exc.delivery
-            result = Handled(Outcome.REJECTED, f"{exc.reason}; the message is acknowledged")
+            result = Handled(outcome_of(exc), f"{exc.reason}; the message is acknowledged")
         else:
             notification = delivery.notification
             result = self._process(handler, event_log, delivery, ops, received)
@@ -135,10 +135,10 @@ class App:
         except InjectedFault:
             raise
         except TransientError as exc:
-            return Handled(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+            return Handled(outcome_of(exc), f"{exc}; Pub/Sub redelivers")
         except Exception as exc:  # a bug must not lose the delivery: log it, let Pub/Sub retry
             _log("ERROR", f"internal error: {exc!r}", {"delivery_id": delivery.delivery_id})
-            return Handled(Outcome.DEFERRED, f"internal error {type(exc).__name__}: {exc}")
+            return Handled(outcome_of(exc), f"internal error {type(exc).__name__}: {exc}")
 
     def _reconcile(
         self,

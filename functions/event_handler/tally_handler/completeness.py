@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from tally_handler.errors import ListingOrderError, UnsatisfiableSpec
 from tally_handler.layout import TALLY_FOLDER, OutputKind, classify
 from tally_handler.spec import Expected, ExpectedPattern, Spec
 
@@ -186,14 +187,6 @@ class Assessment:
                 " delete the extra objects or fix the spec's count"
             )
         return Complete(self.outputs, self.unexpected, self.manifest)
-
-
-class UnsatisfiableSpec(ValueError):
-    """The spec requires a name tally reserves: no run of it can ever complete."""
-
-
-class ListingOrderError(ValueError):
-    """Entries arrived out of order: the walk's "missing" proofs would be wrong."""
 
 
 def split_points(paths: Sequence[str], per_range: int = MAX_PAGE_SIZE) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tally_handler.errors import ConfigError
 from tally_handler.faults import Faults
 from tally_handler.layout import DEFAULT_TEMPLATE, TALLY_FOLDER, Layout
 
@@ -33,15 +34,6 @@ REVISION_QUIET_SECONDS = "TALLY_REVISION_QUIET_SECONDS"
 FAULTS = "TALLY_FAULTS"  # test-only: never set by Terraform
 
 REGISTRY_AUTH_MODES = ("id-token", "none")
-
-
-class ConfigError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(
-            "the event handler's configuration is invalid:\n"
-            + "\n".join(f"  - {problem}" for problem in problems)
-        )
-        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,9 +50,9 @@ from tally_handler.completeness import (
 )
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
-from tally_handler.errors import RegistryUnavailable, UnknownWorkflow
+from tally_handler.errors import NotTallys, RegistryUnavailable, UnknownWorkflow, outcome_of
 from tally_handler.layout import TALLY_FOLDER, OutputKind, Run, RunOutput, classify
-from tally_handler.manifest import NotTallys, Record, State
+from tally_handler.manifest import Record, State
 from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.ports import CountedStorage, Storage
 from tally_handler.rows import StorageOps
@@ -183,7 +183,7 @@ class Handler:
         try:
             result = self.counting(ops)._notification(delivery, n, run_output, run)
         except (UnsatisfiableSpec, NotTallys) as exc:  # permanent: logged, never retried
-            result = Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+            result = Handled(outcome_of(exc), str(exc), run_state=RunState.BLOCKED)
         result.run_output = run_output
         result.run = result.run or run
         return result
@@ -200,9 +200,9 @@ class Handler:
             spec = self.spec_for(output.workflow, output.version)
         except UnknownWorkflow as exc:
             self._ensure_open(run)
-            return Handled(Outcome.UNKNOWN_WORKFLOW, str(exc), run_state=RunState.RUNNING)
+            return Handled(outcome_of(exc), str(exc), run_state=RunState.RUNNING)
         except RegistryUnavailable as exc:
-            return Handled(Outcome.DEFERRED, f"{exc}; Pub/Sub redelivers")
+            return Handled(outcome_of(exc), f"{exc}; Pub/Sub redelivers")
         check_satisfiable(spec, self.config.manifest_name, self.config.failure_marker)
         expected = spec.expects(output.path) if kind is OutputKind.OUTPUT else None
         if kind is OutputKind.OUTPUT and expected is None:
@@ -342,7 +342,7 @@ class Handler:
         try:
             known = self.announcer.known(run, record)
         except NotTallys as exc:
-            return Handled(Outcome.BLOCKED, str(exc), run_state=RunState.BLOCKED)
+            return Handled(outcome_of(exc), str(exc), run_state=RunState.BLOCKED)
         if _matches(known, work.change, kind):
             return self._after_completion(known.revision, known.state)
         marker = run.prefix + self.config.failure_marker

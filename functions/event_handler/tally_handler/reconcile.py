@@ -31,10 +31,16 @@ from datetime import UTC, datetime, timedelta
 from tally_handler.announce import OPEN_INDEX, Actor, run_prefix_of_index
 from tally_handler.completeness import Assessment, Complete, Entry, Failed, ListRequest, assess
 from tally_handler.delivery import Delivery, Reconcile
-from tally_handler.errors import PreconditionFailed, TransientError, UnknownWorkflow
+from tally_handler.errors import (
+    NotTallys,
+    PreconditionFailed,
+    PrefixOutsideLayout,
+    UnknownWorkflow,
+    outcome_of,
+)
 from tally_handler.handler import Handler, claimant_of
 from tally_handler.layout import TALLY_FOLDER, Run, RunOutput
-from tally_handler.manifest import NotTallys, Record
+from tally_handler.manifest import Record
 from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
@@ -80,7 +86,7 @@ def run_prefixes(handler: Handler, bucket: str, prefix: str | None) -> Iterator[
     levels = layout.depth - root.count("/")
     start = prefix or root
     if not start.startswith(root):
-        raise ValueError(f"prefix {start!r} is outside the layout's root {root!r}")
+        raise PrefixOutsideLayout(f"prefix {start!r} is outside the layout's root {root!r}")
     yield from _walk(handler, bucket, root, start, levels)
 
 
@@ -179,7 +185,7 @@ def _reconcile_run(
     except NotTallys as exc:
         report.blocked.append(run.key)
         report.results.append(
-            (run, Handled(Outcome.BLOCKED, str(exc), run=run, run_state=RunState.BLOCKED))
+            (run, Handled(outcome_of(exc), str(exc), run=run, run_state=RunState.BLOCKED))
         )
         return
     try:
@@ -312,19 +318,12 @@ def reconcile_request(
     assert delivery.reconcile is not None
     request = delivery.reconcile
     config = handler.config
-    root = handler.layout.runs_root_prefix()
-    if request.prefix is not None and not request.prefix.startswith(root):
-        return Handled(
-            Outcome.REJECTED,
-            f"prefix {request.prefix!r} is outside the layout's root {root!r}; send a prefix"
-            " inside the layout",
-        )
     try:
         report = reconcile_runs(
             handler, delivery, config.outputs_bucket, request, config.reconcile_max_runs, ops
         )
-    except TransientError:
-        raise
+    except PrefixOutsideLayout as exc:  # the one request problem found here, not in parsing
+        return Handled(outcome_of(exc), f"{exc}; send a prefix inside the layout")
     for run, result in report.results:
         record_run(result, run)
     if report.next_page_token and republish is not None:

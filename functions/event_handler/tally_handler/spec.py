@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class SpecError(ValueError):
-    """The registry answered something that is not a usable spec."""
+from tally_handler.errors import SpecError
 
 
 @dataclass(frozen=True, slots=True)

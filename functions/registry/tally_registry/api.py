@@ -16,13 +16,7 @@ from urllib.parse import quote
 
 from tally_registry import spec as specs
 from tally_registry.auth import Authorizer
-from tally_registry.errors import (
-    ApiError,
-    DefaultConflict,
-    InvalidStoredDocument,
-    StoreError,
-    VersionConflict,
-)
+from tally_registry.errors import ApiError, JsonError, RegistryError, StoreError, api_error
 from tally_registry.log import log
 from tally_registry.reconcile import ReconcileQueue
 from tally_registry.registry import Registry, VersionDoc, WorkflowInfo, etag_of
@@ -151,38 +145,23 @@ class Api:
         writer: list[str] = []  # set by writes once authorised, for the log line
         try:
             resp = self._route(req, writer)
-        except ApiError as err:
+        except Exception as exc:  # answered as errors.ANSWER says; never a trace in a response
+            err = api_error(exc)
+            if err.status >= 500:
+                self._log_failure(req, exc)
             resp = error_response(err)
-        except StoreError as exc:
-            log("ERROR", str(exc), method=req.method, path=req.path)
-            resp = error_response(
-                ApiError(503, "unavailable", "Cloud Storage is unavailable: retry shortly")
-            )
-        except InvalidStoredDocument as exc:
-            log("ERROR", exc.message, method=req.method, path=req.path, details=exc.details)
-            resp = error_response(
-                ApiError(
-                    500,
-                    "invalid-stored-document",
-                    f"{exc.message}: fix or remove the object in the registry bucket "
-                    "(specs must be registered through PUT or Terraform from workflows/)",
-                    exc.details,
-                )
-            )
-        except Exception as exc:  # never a trace in a response; the log has it
-            log(
-                "ERROR",
-                f"unhandled {type(exc).__name__} on {req.method} {req.path}",
-                method=req.method,
-                path=req.path,
-                stack_trace=traceback.format_exc(),
-            )
-            resp = error_response(
-                ApiError(500, "internal", "internal error (logged): retry, or report it")
-            )
         if req.method not in READ or resp.status >= 500:
             self._log_request(req, resp, started, writer)
         return resp
+
+    @staticmethod
+    def _log_failure(req: Request, exc: Exception) -> None:
+        where = {"method": req.method, "path": req.path}
+        if isinstance(exc, RegistryError):  # Storage, or an object written around the API
+            log("ERROR", exc.message, **where, **({"details": exc.details} if exc.details else {}))
+        else:  # a bug: the log has the trace
+            message = f"unhandled {type(exc).__name__} on {req.method} {req.path}"
+            log("ERROR", message, **where, stack_trace=traceback.format_exc())
 
     @staticmethod
     def _log_request(req: Request, resp: Response, started: float, writer: list[str]) -> None:
@@ -375,10 +354,8 @@ class Api:
             raise ApiError(400, "invalid-json", "the body is empty: send a JSON document")
         try:
             return specs.loads_strict(data)
-        except specs.JsonError as exc:
-            raise ApiError(
-                400, "invalid-json", str(exc), [{"pointer": "", "message": str(exc)}]
-            ) from None
+        except JsonError as exc:
+            raise JsonError(exc.message, [{"pointer": "", "message": exc.message}]) from None
 
     def _put_version(self, req: Request, workflow: str, version: str) -> Response:
         doc = self._read_json(req)
@@ -402,16 +379,7 @@ class Api:
                 "pointers: fix them all and PUT again",
                 problems,
             )
-        try:
-            created, stored = self.registry.register(specs.normalize(doc))
-        except VersionConflict:
-            raise ApiError(
-                409,
-                "version-exists",
-                f"{workflow} {version} is already registered with different content and "
-                "versions are immutable: register the change as a new version",
-                [{"workflow": workflow, "version": version}],
-            ) from None
+        created, stored = self.registry.register(specs.normalize(doc))  # or VersionConflict
         # Also on an identical repeat (200): a retry then re-requests a reconcile that failed or
         # was lost to a crash after the write; reconciling a version twice is harmless.
         reconcile = self._request_reconcile(workflow, version)
@@ -472,13 +440,6 @@ class Api:
         if self.registry.version(workflow, version) is None:
             info = self.registry.workflow(workflow)
             raise _unknown_workflow(workflow) if info is None else _unknown_version(info, version)
-        try:
-            previous = self.registry.set_default(workflow, version)
-        except DefaultConflict:
-            raise ApiError(
-                409,
-                "concurrent-update",
-                f"the default of {workflow} kept changing under concurrent writers: retry",
-            ) from None
+        previous = self.registry.set_default(workflow, version)  # or DefaultConflict
         doc = {"workflow": workflow, "version": version, "source": "explicit", "previous": previous}
         return Response(200, _json(doc), {"Content-Type": JSON_TYPE, "Cache-Control": NO_STORE})

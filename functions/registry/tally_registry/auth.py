@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from tally_registry.errors import ApiError
+from tally_registry.errors import ApiError, Unavailable
 
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 MAX_TOKEN_CHARS = 16384
@@ -136,10 +136,8 @@ class IdTokenAuthorizer:
                 )
             )
         except exceptions.TransportError as exc:
-            raise ApiError(
-                503,
-                "unavailable",
-                f"could not fetch the token-signing certificates from {self.certs_url}: retry",
+            raise Unavailable(
+                f"could not fetch the token-signing certificates from {self.certs_url}: retry"
             ) from exc
         except Exception as exc:  # every other failure is the token's: expired, forged, garbled
             raise _unauthorized(

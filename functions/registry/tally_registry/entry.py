@@ -12,7 +12,7 @@ from typing import Any
 from tally_registry.api import Api, Request, error_response
 from tally_registry.auth import IdTokenAuthorizer
 from tally_registry.config import Config
-from tally_registry.errors import ApiError, ConfigError
+from tally_registry.errors import ConfigError, api_error
 from tally_registry.log import log
 from tally_registry.reconcile import PubSubReconcileQueue
 from tally_registry.registry import Registry
@@ -74,7 +74,7 @@ def handle(request: Any) -> tuple[bytes, int, dict[str, str]]:
         api = get_api()
     except ConfigError as exc:
         log("ERROR", f"registry misconfigured: {exc}", event="registry.config")
-        resp = error_response(ApiError(500, "misconfigured", f"registry misconfigured: {exc}"))
+        resp = error_response(api_error(exc))
         return resp.body, resp.status, resp.headers
     resp = api.handle(to_request(request))
     return resp.body, resp.status, resp.headers

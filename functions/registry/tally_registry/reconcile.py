@@ -11,13 +11,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
+from tally_registry.errors import ReconcileError
 from tally_registry.layout import RunLayout
 
 REQUEST_ATTRIBUTE = "tally-request"  # the event handler's name for requests on object-events
-
-
-class ReconcileError(Exception):
-    """The request could not be queued (the message says why)."""
 
 
 class ReconcileQueue(Protocol):

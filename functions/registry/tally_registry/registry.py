@@ -23,6 +23,7 @@ from tally_registry.cache import MISS, LruCache, TtlCache
 from tally_registry.errors import (
     DefaultConflict,
     InvalidStoredDocument,
+    JsonError,
     PreconditionFailed,
     StoreError,
     VersionConflict,
@@ -203,7 +204,7 @@ class Registry:
                 return True, wanted
         if existing.body == wanted.body:
             return False, existing
-        raise VersionConflict(f"{workflow} {version}")
+        raise _version_conflict(workflow, version)
 
     def set_default(self, workflow: str, version: str, attempts: int = 3) -> str | None:
         """Point the workflow's default at `version` (which must exist); return the previous
@@ -220,7 +221,9 @@ class Registry:
                 continue
             break
         else:
-            raise DefaultConflict(workflow)
+            raise DefaultConflict(
+                f"the default of {workflow} kept changing under concurrent writers: retry"
+            )
         self._invalidate(workflow)
         return previous
 
@@ -231,7 +234,7 @@ class Registry:
             return self.version(workflow, version)
         except InvalidStoredDocument:
             # Whatever is stored there, it is not this spec: versions are immutable.
-            raise VersionConflict(f"{workflow} {version}") from None
+            raise _version_conflict(workflow, version) from None
 
     def _invalidate(self, workflow: str) -> None:
         self._lists.invalidate(workflow)
@@ -283,7 +286,7 @@ class Registry:
         name = spec_object(workflow, version)
         try:
             doc = specs.loads_strict(data)
-        except specs.JsonError as exc:
+        except JsonError as exc:
             raise InvalidStoredDocument(f"{name} is not valid JSON: {exc}") from None
         problems = specs.validate(doc, None)  # stored under any configuration: see _warn_if_unfit
         if isinstance(doc, dict):
@@ -299,3 +302,11 @@ class Registry:
         if problems:
             raise InvalidStoredDocument(f"{name} is not a valid spec", problems)
         return VersionDoc.of(specs.normalize(doc))
+
+
+def _version_conflict(workflow: str, version: str) -> VersionConflict:
+    return VersionConflict(
+        f"{workflow} {version} is already registered with different content and versions are "
+        "immutable: register the change as a new version",
+        [{"workflow": workflow, "version": version}],
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tally_registry.errors import GlobError, JsonError
 from tally_registry.layout import DEFAULT_LAYOUT, MAX_OBJECT_NAME_BYTES, TALLY_FOLDER, RunLayout
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec.schema.json"
@@ -41,14 +42,6 @@ class RunFolder:
 
 
 DEFAULT_FOLDER = RunFolder()
-
-
-class GlobError(ValueError):
-    """A pattern that is not a valid glob of tally's dialect (see compile_glob)."""
-
-
-class JsonError(ValueError):
-    """A body that is not strict JSON (syntax, duplicate keys, NaN/Infinity)."""
 
 
 def is_valid_name(name: str) -> bool:
