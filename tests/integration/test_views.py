@@ -107,7 +107,6 @@ class KnownData:
             run_id=run,
             state=state,
             outcome=outcome,
-            manifest_generation=7,
             outputs_count=3,
             unexpected_count=0,
             first_output_time=ts(self.base + timedelta(seconds=first)),

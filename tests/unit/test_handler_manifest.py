@@ -216,7 +216,6 @@ def test_a_format_1_record_reads_and_keeps_its_manifest_bytes() -> None:
         CLAIM,
         old_manifest,
         published_time="2026-11-25T12:00:01Z",
-        manifest_generation=9,
         history=(Prior(1, "k1", "2026-11-25T11:00:00Z"),),
     )
     assert record.manifest_of(RUN).idempotency_key == revision_key(RUN, 2)
@@ -231,16 +230,15 @@ def test_a_manifest_without_a_record_is_adopted_with_its_exact_bytes(manifest_fo
     manifest = build()
     document = {1: format_1, 2: format_2, 3: Manifest.to_json}[manifest_format](manifest)
     data = to_bytes(document)
-    record = manifests.adopted_record(data, RUN, generation=5)
+    record = manifests.adopted_record(data, RUN)
     assert (record.revision, record.claim_status, record.manifest) == (
         1,
         ClaimStatus.PUBLISHED,
         data,
     )
-    assert record.manifest_generation == 5
     assert record.published_time == ("2026-11-25T12:00:01Z" if manifest_format == 1 else None)
     claimed = to_bytes(format_1(manifest) | {"status": "claimed", "published_at": None})
-    assert manifests.adopted_record(claimed, RUN, 5).claim_status is ClaimStatus.CLAIMED
+    assert manifests.adopted_record(claimed, RUN).claim_status is ClaimStatus.CLAIMED
 
 
 def test_the_record_round_trips_and_keeps_the_exact_bytes() -> None:
@@ -251,7 +249,6 @@ def test_the_record_round_trips_and_keeps_the_exact_bytes() -> None:
         CLAIM,
         manifest.to_bytes(),
         published_time="2026-11-25T12:00:01.000000Z",
-        manifest_generation=9,
         history=(Prior(1, RUN.idempotency_key, "2026-11-25T11:00:00.000000Z"),),
     )
     again = Record.from_bytes(record.to_bytes())

@@ -199,7 +199,6 @@ def places() -> dict[str, set[str]]:
         CLAIM,
         manifest.to_bytes(),
         published_time="2026-11-25T12:00:01Z",
-        manifest_generation=3,
         history=(Prior(1, RUN.idempotency_key, "2026-11-25T11:00:01Z"),),
     )
     record_doc = json.loads(record.to_bytes())

@@ -498,12 +498,11 @@ class Announcer:
         self.config.faults.maybe_fail("after_publish")
         self.event_log.write_run(run_row(manifest, outcome, self.handler_version))
         self.config.faults.maybe_fail("after_runs_row")
-        manifest_generation, note = self._write_manifest(run, record)
+        written, note = self._write_manifest(run, record)
         published = replace(
             record,
             claim_status=ClaimStatus.PUBLISHED,
             published_time=rfc3339(self.clock()),
-            manifest_generation=manifest_generation,
         )
         try:
             self._write_record(run, published, generation)
@@ -517,7 +516,7 @@ class Announcer:
                 run_state=RunState.ANNOUNCING,
             )
         self.config.faults.maybe_fail("after_mark")
-        if manifest_generation is None:
+        if written is None:
             self.ensure_open(run)  # reconciliation restores output.json
         else:
             self.close(run)
@@ -563,7 +562,7 @@ class Announcer:
         if found is None:
             return None
         try:
-            record = adopted_record(found[0], run, found[1])
+            record = adopted_record(found[0], run)
         except NotTallys as exc:
             self.ensure_open(run)
             return Handled(

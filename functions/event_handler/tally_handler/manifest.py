@@ -364,7 +364,6 @@ class Record:
     claim: Claim
     manifest: bytes  # the exact bytes published under this revision's key, forever (any format)
     published_time: str | None = None
-    manifest_generation: int | None = None  # output.json's generation as tally wrote it
     history: tuple[Prior, ...] = field(default_factory=tuple)
 
     @property
@@ -396,7 +395,6 @@ class Record:
                 "claim": self.claim.to_json(),
                 "manifest": self.manifest.decode("utf-8"),
                 "published_time": self.published_time,
-                "manifest_generation": self.manifest_generation,
                 "history": [
                     {
                         "revision": p.revision,
@@ -423,7 +421,6 @@ class Record:
                 claim=Claim.from_json(doc["claim"]),
                 manifest=doc["manifest"].encode("utf-8"),
                 published_time=doc["published_time"],
-                manifest_generation=doc["manifest_generation"],
                 history=tuple(
                     Prior(int(p["revision"]), str(p["idempotency_key"]), p["published_time"])
                     for p in doc["history"]
@@ -436,7 +433,7 @@ class Record:
         return Manifest.from_bytes(self.manifest, run)
 
 
-def adopted_record(data: bytes, run: Run, generation: int) -> Record:
+def adopted_record(data: bytes, run: Run) -> Record:
     """The record of a manifest found at ``output.json`` with no record beside it (tally before
     revisions, or a deleted record): revision 1 of format 1 says itself whether it was published;
     later formats are written there only after the publish. NotTallys: not tally's manifest."""
@@ -449,5 +446,4 @@ def adopted_record(data: bytes, run: Run, generation: int) -> Record:
         manifest.claim,
         data,
         published_time=doc.get("published_time"),
-        manifest_generation=generation if published else None,
     )

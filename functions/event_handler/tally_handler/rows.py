@@ -150,7 +150,6 @@ def run_row(manifest: Manifest, outcome: Outcome, handler_version: str | None) -
         "run_id": manifest.run.run_id,
         "state": manifest.state.value,
         "outcome": Outcome(outcome).value,
-        "manifest_generation": None,
         "revision": manifest.revision,
         "outputs_count": manifest.outputs_count,
         "unexpected_count": manifest.unexpected_count,
