@@ -142,7 +142,7 @@ def known_data(unique: str) -> KnownData:
     for attempt in (1, 2, 3):
         e("d9", attempt, "busy", "y.txt", "deferred", 40 + attempt, last_attempt=attempt == 3)
     e("d10", 1, "busy", "y.txt", "recorded", 48, replayed=True)
-    # bad: FAILED. Its first output was created at 48, its first event row says 50.
+    # bad: FAILED. Its first output was created at 48, its first event row says 49.5.
     e("d11", 1, "bad", "x.txt", "recorded", 50)
     e("d12", 1, "bad", "_FAILED", "failed", 51)
     data.run_row(data.wf, "bad", "FAILED", "failed", 48, 52)
@@ -239,12 +239,13 @@ def test_run_status_state_outputs_and_completion_time(stack, data):
     assert done["outputs_seen"] == 3 and done["outputs_in_manifest"] == 3
     assert done["deliveries"] == 5 and done["announced_by"] == "completed"
     assert done["completion_seconds"] == 10.0
-    assert done["first_event_time"] == done["first_output_time"] == data.base
+    assert done["first_output_time"] == data.base  # the runs row's
+    assert done["first_event_time"] == data.base - timedelta(seconds=0.5)  # d1's event_time
     assert done["last_outcome"] == "after-completion"
     # completion_seconds counts from the first output, not from the first event row
     bad = by_run["bad"]
     assert bad["completion_seconds"] == 4.0
-    assert bad["first_event_time"] == data.base + timedelta(seconds=50)
+    assert bad["first_event_time"] == data.base + timedelta(seconds=49.5)
     assert bad["first_output_time"] == data.base + timedelta(seconds=48)
     assert by_run["slow"]["stalled_detail"] == "missing: y.txt"
     assert by_run["slow"]["outputs_seen"] == 1 and by_run["slow"]["completion_seconds"] is None
