@@ -2,4 +2,6 @@
 
 from tally_cli.main import app
 
+__all__ = []
+
 app(prog_name="tally")

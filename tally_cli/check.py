@@ -33,6 +33,21 @@ from tally_cli.clients import Clients
 from tally_cli.config import Settings
 from tally_cli.errors import ConfigError, StepFailed, TallyError
 
+__all__ = [
+    "ANNOUNCING",
+    "CHECK_OUTPUTS",
+    "CHECK_SPEC",
+    "CHECK_VERSION",
+    "CHECK_WORKFLOW",
+    "TABLE_ID",
+    "TERRAFORM_OUTPUTS",
+    "Check",
+    "Step",
+    "Target",
+    "apply_terraform_outputs",
+    "new_run_id",
+]
+
 CHECK_WORKFLOW = "tally-check"  # terraform/pubsub.tf filters the check subscription on it
 CHECK_VERSION = "1.0.0"
 CHECK_OUTPUTS = ("result.txt", "logs/check.log")

@@ -11,6 +11,8 @@ from typing import Any
 from tally_cli.config import Settings
 from tally_cli.errors import TallyError, Unreachable
 
+__all__ = ["EMULATOR_SETTING", "Clients", "dependency", "describe"]
+
 # Dependency -> the setting that points at its emulator (unset: the real Google API).
 EMULATOR_SETTING = {
     "Storage": "storage_emulator",

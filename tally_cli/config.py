@@ -24,6 +24,33 @@ from tally_handler import config as handler
 from tally_cli.errors import ConfigError
 from tally_cli.resources import DEFAULT_DATASET, ResourceNames
 
+__all__ = [
+    "BIGQUERY_ENDPOINT",
+    "CHECKOUT",
+    "COMPLETIONS_TOPIC",
+    "DATASET",
+    "DEAD_LETTER_SUBSCRIPTION",
+    "ENV_FILE",
+    "ENV_FILE_VAR",
+    "FAILURE_MARKER",
+    "FLAGS",
+    "LAYOUT",
+    "MANIFEST_NAME",
+    "OBJECT_EVENTS_TOPIC",
+    "OUTPUTS_BUCKET",
+    "PLATFORM_VARS",
+    "PROJECT",
+    "PUBSUB_EMULATOR",
+    "REGISTRY_TOKEN",
+    "REGISTRY_URL",
+    "SETTINGS",
+    "STORAGE_EMULATOR",
+    "Settings",
+    "find_env_file",
+    "load",
+    "read_env_file",
+]
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 ENV_FILE = Path(".devstack") / "env"
 

@@ -12,6 +12,17 @@ from typing import Any
 from tally_cli.clients import Clients, dependency
 from tally_cli.errors import ConfigError
 
+__all__ = [
+    "PARAM_TYPES",
+    "QUERIES_DIR",
+    "EventLog",
+    "Param",
+    "Query",
+    "catalogue",
+    "parse_query",
+    "plain",
+]
+
 # Installed, the queries ship inside the package (pyproject.toml maps bigquery/queries there);
 # in a checkout they are read where they are written.
 _PACKAGED = Path(__file__).resolve().parent / "queries"

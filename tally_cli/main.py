@@ -25,6 +25,25 @@ from tally_cli import config, output
 from tally_cli.clients import Clients
 from tally_cli.errors import EXIT_CHECK_FAILED, ConfigError, TallyError, exit_status
 
+__all__ = [
+    "EMPTY",
+    "F",
+    "JsonFlag",
+    "app",
+    "check",
+    "command",
+    "main",
+    "parse_duration",
+    "query",
+    "reconcile",
+    "register",
+    "replay",
+    "runs",
+    "status",
+    "workflow",
+    "workflows",
+]
+
 app = typer.Typer(
     name="tally",
     help="Operate tally: workflow specs, run status, the event log, reconciliation, replay.",

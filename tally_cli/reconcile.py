@@ -18,6 +18,15 @@ from tally_cli.config import Settings
 from tally_cli.errors import ConfigError
 from tally_cli.status import handler_code
 
+__all__ = [
+    "REPORT_KEYS",
+    "REQUEST_ATTRIBUTE",
+    "handler_environment",
+    "local_app",
+    "queue_request",
+    "run_locally",
+]
+
 REQUEST_ATTRIBUTE = "tally-request"
 
 

@@ -19,6 +19,8 @@ from tally_cli.clients import dependency
 from tally_cli.config import Settings
 from tally_cli.errors import CheckFailed, ConfigError, TallyError, Unreachable
 
+__all__ = ["LOCAL_HOSTS", "Registration", "Registry", "spec_files", "spec_names"]
+
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -137,7 +139,7 @@ class Registry:
             return Registration(str(path), None, None, "invalid", None, f"cannot read: {exc}")
         except ValueError as exc:
             return Registration(str(path), None, None, "invalid", None, f"not JSON: {exc}")
-        workflow, version = _names(doc, path)
+        workflow, version = spec_names(doc, path)
         if not workflow or not version:
             return Registration(
                 str(path),
@@ -163,7 +165,7 @@ class Registry:
         return Registration(str(path), workflow, version, result, resp.status_code, message)
 
 
-def _names(doc: Any, path: Path) -> tuple[str | None, str | None]:
+def spec_names(doc: Any, path: Path) -> tuple[str | None, str | None]:
     workflow = doc.get("workflow") if isinstance(doc, dict) else None
     version = doc.get("version") if isinstance(doc, dict) else None
     # workflows/<workflow>/<version>.json names them when the document does not.

@@ -20,6 +20,19 @@ from typing import Any
 from tally_cli.clients import Clients, dependency
 from tally_cli.errors import ConfigError
 
+__all__ = [
+    "DEAD_LETTER_PREFIX",
+    "EMPTY_PULLS",
+    "HOLD_SECONDS",
+    "PULL_BATCH",
+    "REPLAYED_ATTRIBUTE",
+    "ReplayReport",
+    "Replayer",
+    "matches",
+    "parse_filters",
+    "replay_attributes",
+]
+
 REPLAYED_ATTRIBUTE = "tally-replayed"
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
 PULL_BATCH = 100

@@ -23,6 +23,15 @@ from tally_cli.errors import CheckFailed, ConfigError
 from tally_cli.eventlog import EventLog, plain
 from tally_cli.registry import Registry
 
+__all__ = [
+    "RunStatus",
+    "changes_since",
+    "expected_outputs",
+    "handler_code",
+    "parse_run",
+    "state_of",
+]
+
 
 def handler_code() -> None:
     """The event handler's package (tally-handler) is a dependency: say how to get it."""
@@ -42,7 +51,7 @@ def parse_run(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _expected_outputs(
+def expected_outputs(
     spec: Any, present: dict[str, dict[str, Any]], manifest_name: str, failure_marker: str
 ) -> tuple[list, list, list]:
     """(expected with their state, missing required ones, unexpected paths), from the handler's
@@ -213,7 +222,7 @@ class RunStatus:
             else:
                 tally_objects.append(item["path"])
         expected, missing, unexpected = (
-            _expected_outputs(
+            expected_outputs(
                 spec, present, self.settings.manifest_name, self.settings.failure_marker
             )
             if spec
@@ -222,7 +231,7 @@ class RunStatus:
         run_key = layout.run(bucket, layout.match(prefix + "x"))  # type: ignore[arg-type]
         announced = self.announcement(bucket, run_key)
         manifest = self.manifest(bucket, run_key, announced)
-        changed = _changes(announced, present, failure_marker)
+        changed = changes_since(announced, present, failure_marker)
         summary = self.events.run_status(workflow, version, run_id)
         history = self.events.history(workflow, version, run_id)
         if not objects and summary is None and not history:
@@ -242,7 +251,7 @@ class RunStatus:
             > datetime.fromisoformat(first_output.replace("Z", "+00:00"))
             + timedelta(minutes=deadline)
         )
-        state = _state(announced, manifest, changed, summary, overdue)
+        state = state_of(announced, manifest, changed, summary, overdue)
         if announced:
             announced.pop("manifest_bytes", None)
             announced.pop("generations", None)
@@ -280,7 +289,7 @@ class RunStatus:
         }
 
 
-def _changes(
+def changes_since(
     announced: dict[str, Any] | None, present: dict[str, dict[str, Any]], failure_marker: bool
 ) -> list[str]:
     """How the bucket differs from the latest published revision (empty: it matches)."""
@@ -300,7 +309,7 @@ def _changes(
     return changes
 
 
-def _state(
+def state_of(
     announced: dict[str, Any] | None,
     manifest: dict[str, Any],
     changed: list[str],

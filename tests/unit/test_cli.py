@@ -12,9 +12,9 @@ from tally_cli import config
 from tally_cli.errors import ConfigError
 from tally_cli.eventlog import catalogue, parse_query
 from tally_cli.main import parse_duration
-from tally_cli.registry import _names, spec_files
+from tally_cli.registry import spec_files, spec_names
 from tally_cli.replay import matches, parse_filters, replay_attributes
-from tally_cli.status import _changes, _expected_outputs, _state, handler_code, parse_run
+from tally_cli.status import changes_since, expected_outputs, handler_code, parse_run, state_of
 
 
 def test_flags_then_environment_then_file_then_defaults(tmp_path):
@@ -158,7 +158,7 @@ def test_status_compares_outputs_with_the_spec():
     )
     names = ("a", "p/1.csv", "p/2.csv", "p/3.csv", "x")
     present = {name: {"path": name, "generation": 1} for name in names}
-    expected, missing, unexpected = _expected_outputs(spec, present, "output.json", "_FAILED")
+    expected, missing, unexpected = expected_outputs(spec, present, "output.json", "_FAILED")
     assert missing == [{"pattern": "p/*.csv", "count": 2, "found": 3}]
     assert unexpected == ["x"]
     assert [e["present"] for e in expected] == [True, False, False]
@@ -168,14 +168,14 @@ def test_status_compares_outputs_with_the_spec():
 def test_state_comes_from_the_announcement_record_first():
     published = {"claim_status": "published", "state": "FAILED"}
     nothing: dict = {"present": False}
-    assert _state(published, nothing, [], {"state": "RUNNING"}, overdue=True) == "FAILED"
-    assert _state(published, nothing, ["a.txt: deleted"], None, overdue=False) == "CHANGED"
+    assert state_of(published, nothing, [], {"state": "RUNNING"}, overdue=True) == "FAILED"
+    assert state_of(published, nothing, ["a.txt: deleted"], None, overdue=False) == "CHANGED"
     claimed = {"claim_status": "claimed", "state": "COMPLETE"}
-    assert _state(claimed, nothing, [], {"state": "COMPLETE"}, overdue=False) == "ANNOUNCING"
+    assert state_of(claimed, nothing, [], {"state": "COMPLETE"}, overdue=False) == "ANNOUNCING"
     foreign = {"present": True, "foreign": "not a tally manifest"}
-    assert _state(None, foreign, [], {"state": "RUNNING"}, overdue=False) == "BLOCKED"
-    assert _state(None, nothing, [], {"state": "STALLED"}, overdue=False) == "STALLED"
-    assert _state(None, nothing, [], {"state": "RUNNING"}, overdue=True) == "STALLED"
+    assert state_of(None, foreign, [], {"state": "RUNNING"}, overdue=False) == "BLOCKED"
+    assert state_of(None, nothing, [], {"state": "STALLED"}, overdue=False) == "STALLED"
+    assert state_of(None, nothing, [], {"state": "RUNNING"}, overdue=True) == "STALLED"
 
 
 def test_changes_compare_the_bucket_with_the_announced_generations():
@@ -185,14 +185,14 @@ def test_changes_compare_the_bucket_with_the_announced_generations():
         "c": {"generation": 5, "expected": {"path": "c"}},
         "stray": {"generation": 9, "expected": None},
     }
-    assert _changes(announced, present, failure_marker=False) == ["b: deleted", "c: added"]
-    assert _changes({**announced, "state": "FAILED"}, present, failure_marker=True) == []
+    assert changes_since(announced, present, failure_marker=False) == ["b: deleted", "c: added"]
+    assert changes_since({**announced, "state": "FAILED"}, present, failure_marker=True) == []
 
 
 def test_register_names_come_from_the_document_or_the_path(tmp_path):
     path = Path("workflows/rna-seq/2.0.0.json")
-    assert _names({"workflow": "w", "version": "v"}, path) == ("w", "v")
-    assert _names({}, path) == ("rna-seq", "2.0.0")
+    assert spec_names({"workflow": "w", "version": "v"}, path) == ("w", "v")
+    assert spec_names({}, path) == ("rna-seq", "2.0.0")
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "1.json").write_text("{}")
     (tmp_path / "w" / "notes.txt").write_text("")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tally_registry import spec
+from tally_registry import errors, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "functions" / "registry"
@@ -205,7 +205,7 @@ def test_glob_dialect_agrees_with_the_event_handler(pattern: str, paths: list[st
     handler_spec = pytest.importorskip("tally_handler.spec")
     try:
         ours = spec.compile_glob(pattern)
-    except spec.GlobError:
+    except errors.GlobError:
         return
     theirs = handler_spec.compile_glob(pattern)
     for path in paths:
@@ -243,7 +243,7 @@ def test_normalize_fills_defaults_and_canonical_json_is_stable() -> None:
     ],
 )
 def test_loads_strict_refuses(body: bytes, needle: str) -> None:
-    with pytest.raises(spec.JsonError, match=needle):
+    with pytest.raises(errors.JsonError, match=needle):
         spec.loads_strict(body)
 
 
@@ -292,7 +292,7 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
     ],
 )
 def test_shortest_match_of_a_glob_in_bytes(pattern: str, least: int) -> None:
-    assert spec._min_match_bytes(pattern) == least
+    assert spec.min_match_bytes(pattern) == least
 
 
 def test_configuration_checks_are_left_out_for_stored_specs() -> None:

@@ -16,4 +16,6 @@ servers and keep the function's cold start small:
 - ``config``: configuration read once from the environment.
 """
 
+__all__ = []
+
 __version__ = "0.1.0"

@@ -26,6 +26,9 @@ from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
 __all__ = [
+    "BIGQUERY_ENDPOINT",
+    "REQUEST_TIMEOUT_SECONDS",
+    "STORAGE_EMULATOR_HOST",
     "EventLog",
     "LogWriteFailed",
     "PreconditionFailed",

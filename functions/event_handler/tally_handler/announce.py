@@ -55,6 +55,20 @@ from tally_handler.ports import CountedStorage, EventLog, Publisher, Storage
 from tally_handler.rows import StorageOps, run_row
 from tally_handler.spec import Spec
 
+__all__ = [
+    "FAILURE_REASON_BYTES",
+    "LIST_PAGE",
+    "OPEN_INDEX",
+    "Action",
+    "Actor",
+    "Announcer",
+    "Change",
+    "Known",
+    "next_action",
+    "run_index_name",
+    "run_prefix_of_index",
+]
+
 OPEN_INDEX = TALLY_FOLDER + "open/"  # bucket level: one empty object per run that may be open
 FAILURE_REASON_BYTES = 4096
 LIST_PAGE = 1000

@@ -36,6 +36,8 @@ from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
 from tally_handler.spec import Spec
 
+__all__ = ["App", "run_event"]
+
 if TYPE_CHECKING:
     from tally_handler.config import Config
 

@@ -40,6 +40,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+__all__ = [
+    "INTERVAL_ENV",
+    "INTERVAL_GROWTH",
+    "INTERVAL_S",
+    "MAX_INTERVAL_S",
+    "MAX_RUNS",
+    "MAX_SHARE_RATIO",
+    "QUIET_ENV",
+    "QUIET_S",
+    "STALE_S",
+    "Coalescer",
+    "Covered",
+    "Gate",
+    "ListNow",
+    "Step",
+    "Wait",
+    "Waiter",
+]
+
 QUIET_S = 0.2  # see docs/benchmarks.md ("Sharded runs")
 INTERVAL_S = 1.0  # the least interval between listings of a run on an instance ...
 INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there ...

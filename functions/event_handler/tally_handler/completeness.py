@@ -35,6 +35,31 @@ from tally_handler.errors import ListingOrderError, UnsatisfiableSpec
 from tally_handler.layout import TALLY_FOLDER, OutputKind, classify
 from tally_handler.spec import Expected, ExpectedPattern, Spec
 
+__all__ = [
+    "FIRST_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "PAGE_GROWTH",
+    "Assessment",
+    "Complete",
+    "Entry",
+    "Failed",
+    "Incomplete",
+    "ListRequest",
+    "ListingOrderError",
+    "Output",
+    "PatternCount",
+    "Result",
+    "Scan",
+    "affects_completeness",
+    "assess",
+    "check_satisfiable",
+    "evaluate",
+    "in_range",
+    "key_ranges",
+    "missing_path",
+    "split_points",
+]
+
 FIRST_PAGE_SIZE = 8
 PAGE_GROWTH = 4
 MAX_PAGE_SIZE = 1000  # Cloud Storage's maximum maxResults

@@ -14,6 +14,30 @@ from tally_handler.errors import ConfigError
 from tally_handler.faults import Faults
 from tally_handler.layout import DEFAULT_TEMPLATE, TALLY_FOLDER, Layout
 
+__all__ = [
+    "CLAIM_LEASE_SECONDS",
+    "COMPLETIONS_TOPIC",
+    "EVENTS_TABLE",
+    "FAILURE_MARKER",
+    "FAULTS",
+    "LAYOUT",
+    "MANIFEST_NAME",
+    "MAX_DELIVERY_ATTEMPTS",
+    "OBJECT_EVENTS_TOPIC",
+    "OUTPUTS_BUCKET",
+    "PRESENCE_CACHE_RUNS",
+    "PROJECT",
+    "RECONCILE_MAX_RUNS",
+    "REGISTRY_AUTH",
+    "REGISTRY_AUTH_MODES",
+    "REGISTRY_URL",
+    "REVISION_QUIET_SECONDS",
+    "RUNS_TABLE",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+]
+
 # Environment variable names: every one is read below (a Terraform contract test scans for them).
 PROJECT = "TALLY_PROJECT"
 OUTPUTS_BUCKET = "TALLY_OUTPUTS_BUCKET"

@@ -28,6 +28,28 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+__all__ = [
+    "JSON_API_V1",
+    "MAX_BODY_BYTES",
+    "MAX_INT64",
+    "MAX_OBJECT_NAME_BYTES",
+    "MAX_TEXT_BYTES",
+    "MESSAGE_PUBLISHED",
+    "PAYLOAD_NONE",
+    "REPLAYED_ATTRIBUTE",
+    "REQUEST_ATTRIBUTE",
+    "STORAGE_CLOUDEVENT_TYPES",
+    "Delivery",
+    "EventType",
+    "MalformedDelivery",
+    "Notification",
+    "Reconcile",
+    "Request",
+    "Source",
+    "parse_delivery",
+    "rfc3339",
+]
+
 MAX_BODY_BYTES = 1 << 20  # Storage notifications are ~2 KiB; anything near this is not one.
 MAX_OBJECT_NAME_BYTES = 1024  # Cloud Storage's limit.
 MAX_TEXT_BYTES = 1024  # ids, hashes, content types: keeps a log row small.

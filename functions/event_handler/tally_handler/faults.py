@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+__all__ = ["Faults", "InjectedFault", "Step"]
+
 
 class Step(StrEnum):
     AFTER_LISTING = "after_listing"  # completeness decided, nothing written

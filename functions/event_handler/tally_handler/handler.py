@@ -58,6 +58,8 @@ from tally_handler.ports import CountedStorage, Storage
 from tally_handler.rows import StorageOps
 from tally_handler.spec import ExpectedPattern, Spec
 
+__all__ = ["LIST_THREADS", "PROBES", "Handler", "PresenceCache", "Work", "claimant_of"]
+
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
 LIST_THREADS = 16  # key ranges of one whole-folder listing listed at once
 _UNSET: object = object()

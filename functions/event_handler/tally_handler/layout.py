@@ -15,6 +15,17 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "TALLY_FOLDER",
+    "Layout",
+    "OutputKind",
+    "Run",
+    "RunOutput",
+    "classify",
+    "idempotency_key",
+]
+
 DEFAULT_TEMPLATE = "{workflow}/{version}/{run_id}/{path}"
 # tally's own objects: in a run folder (the record, large output lists) and at the bucket root
 TALLY_FOLDER = "_tally/"

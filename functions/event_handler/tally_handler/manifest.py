@@ -33,6 +33,35 @@ from tally_handler.delivery import rfc3339
 from tally_handler.errors import NotTallys
 from tally_handler.layout import TALLY_FOLDER, Run, idempotency_key
 
+__all__ = [
+    "LEGACY_FORMAT",
+    "MANIFEST_FORMAT",
+    "MANIFEST_FORMATS",
+    "MANIFEST_KIND",
+    "MAX_MANIFEST_BYTES",
+    "OLD_NAMES",
+    "RECORD_FORMAT",
+    "RECORD_FORMATS",
+    "RECORD_KIND",
+    "RECORD_NAME",
+    "Claim",
+    "ClaimStatus",
+    "Manifest",
+    "NotTallys",
+    "Prior",
+    "Record",
+    "State",
+    "Superseded",
+    "adopted_record",
+    "build_manifest",
+    "first_output_time",
+    "outputs_from_object",
+    "revision_key",
+    "split_manifest",
+    "to_bytes",
+    "with_todays_names",
+]
+
 MANIFEST_KIND = "tally#manifest"
 MANIFEST_FORMAT = 3
 LEGACY_FORMAT = 1  # tally before revisions: adopted as revision 1 (``adopted_record``)

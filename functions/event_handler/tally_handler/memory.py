@@ -21,6 +21,8 @@ from tally_handler.completeness import Entry, ListRequest
 from tally_handler.errors import PreconditionFailed
 from tally_handler.rows import StorageOps
 
+__all__ = ["MemoryEventLog", "MemoryPublisher", "MemoryStorage", "StoredObject"]
+
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:

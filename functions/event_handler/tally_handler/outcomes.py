@@ -11,6 +11,8 @@ from types import MappingProxyType
 
 from tally_handler.layout import Run, RunOutput
 
+__all__ = ["HANDLING", "Handled", "Handling", "Outcome", "RunState"]
+
 
 class Outcome(StrEnum):
     RECORDED = "recorded"

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from tally_handler.completeness import Entry, ListRequest
 from tally_handler.rows import StorageOps
 
+__all__ = ["CountedStorage", "EventLog", "Publisher", "Storage"]
+
 
 class Storage(Protocol):
     """Cloud Storage as tally uses it: reads, ordered list pages, precondition-guarded writes.

@@ -45,6 +45,16 @@ from tally_handler.outcomes import Handled, Outcome, RunState
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
+__all__ = [
+    "LIST_PAGE",
+    "STALLED_MARKER",
+    "ReconcileReport",
+    "open_runs",
+    "reconcile_request",
+    "reconcile_runs",
+    "run_prefixes",
+]
+
 STALLED_MARKER = TALLY_FOLDER + "stalled"
 LIST_PAGE = 1000
 _ANNOUNCED = frozenset({Outcome.RECONCILED, Outcome.REVISED, Outcome.COMPLETED, Outcome.FAILED})

@@ -19,6 +19,17 @@ from tally_handler.delivery import Delivery, Notification, Request, rfc3339
 from tally_handler.layout import RunOutput
 from tally_handler.outcomes import Outcome, RunState
 
+__all__ = [
+    "RECONCILE_SOURCE",
+    "SCHEMAS_DIR",
+    "StorageOps",
+    "columns",
+    "event_row",
+    "insert_id",
+    "run_row",
+    "schema",
+]
+
 if TYPE_CHECKING:
     from tally_handler.manifest import Manifest
 

@@ -19,6 +19,16 @@ from typing import Any
 
 from tally_handler.errors import SpecError
 
+__all__ = [
+    "Expected",
+    "ExpectedPath",
+    "ExpectedPattern",
+    "Spec",
+    "SpecError",
+    "compile_glob",
+    "translate_glob",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class ExpectedPath:

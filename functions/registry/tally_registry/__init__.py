@@ -3,3 +3,5 @@
 Modules stay import-light (no flask, jsonschema, google-cloud-storage or google-auth at import
 time) so that a cold start pays only for what a request uses.
 """
+
+__all__ = []

@@ -21,6 +21,23 @@ from tally_registry.log import log
 from tally_registry.reconcile import ReconcileQueue
 from tally_registry.registry import Registry, VersionDoc, WorkflowInfo, etag_of
 
+__all__ = [
+    "IMMUTABLE",
+    "JSON_TYPE",
+    "MAX_BODY_BYTES",
+    "NO_STORE",
+    "OPENAPI_PATH",
+    "READ",
+    "READ_WRITE",
+    "RECONCILE_HEADER",
+    "Api",
+    "Handler",
+    "Request",
+    "Response",
+    "Route",
+    "error_response",
+]
+
 MAX_BODY_BYTES = 1024 * 1024
 JSON_TYPE = "application/json"
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from tally_registry.errors import ApiError, Unavailable
 
+__all__ = ["GOOGLE_ISSUERS", "MAX_TOKEN_CHARS", "Authorizer", "CachingRequest", "IdTokenAuthorizer"]
+
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 MAX_TOKEN_CHARS = 16384
 _MAX_AGE = re.compile(r"max-age=(\d+)")

@@ -8,6 +8,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+__all__ = ["MISS", "LruCache", "TtlCache"]
+
 MISS: Any = object()
 
 

@@ -16,6 +16,22 @@ from tally_registry.errors import ConfigError
 from tally_registry.layout import DEFAULT_LAYOUT, DEFAULT_TEMPLATE, TALLY_FOLDER, RunLayout
 from tally_registry.spec import RunFolder
 
+__all__ = [
+    "AUDIENCE",
+    "BUCKET",
+    "CERTS_URL",
+    "FAILURE_MARKER",
+    "GOOGLE_CERTS_URL",
+    "LAYOUT",
+    "LIST_TTL_SECONDS",
+    "MANIFEST_NAME",
+    "OBJECT_EVENTS_TOPIC",
+    "PROJECT",
+    "SETTINGS",
+    "WRITERS",
+    "Config",
+]
+
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 # Environment variable names: whole literals (a Terraform contract test scans for them).

@@ -18,6 +18,8 @@ from tally_registry.reconcile import PubSubReconcileQueue
 from tally_registry.registry import Registry
 from tally_registry.store import GcsStore
 
+__all__ = ["build_api", "get_api", "handle", "to_request"]
+
 _api: Api | None = None
 _lock = threading.Lock()
 

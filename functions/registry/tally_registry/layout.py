@@ -11,6 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "DEFAULT_TEMPLATE",
+    "MAX_OBJECT_NAME_BYTES",
+    "MIN_RUN_ID",
+    "TALLY_FOLDER",
+    "RunLayout",
+]
+
 DEFAULT_TEMPLATE = "{workflow}/{version}/{run_id}/{path}"
 TALLY_FOLDER = "_tally/"  # tally's own objects, in run folders and at the bucket root
 MAX_OBJECT_NAME_BYTES = 1024  # Cloud Storage's limit

@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+__all__ = ["log"]
+
 _lock = threading.Lock()
 
 

@@ -14,6 +14,14 @@ from typing import Any, Protocol
 from tally_registry.errors import ReconcileError
 from tally_registry.layout import RunLayout
 
+__all__ = [
+    "REQUEST_ATTRIBUTE",
+    "MemoryReconcileQueue",
+    "PubSubReconcileQueue",
+    "ReconcileQueue",
+    "reconcile_message",
+]
+
 REQUEST_ATTRIBUTE = "tally-request"  # the event handler's name for requests on object-events
 
 

@@ -32,6 +32,20 @@ from tally_registry.log import log
 from tally_registry.store import ObjectStore
 from tally_registry.versions import highest, sort_versions
 
+__all__ = [
+    "DEFAULTS_PREFIX",
+    "SPECS_PREFIX",
+    "Registry",
+    "VersionDoc",
+    "WorkflowInfo",
+    "default_object",
+    "etag_of",
+    "parse_default_object",
+    "parse_pointer",
+    "parse_spec_object",
+    "spec_object",
+]
+
 SPECS_PREFIX = "workflows/"
 DEFAULTS_PREFIX = "defaults/"
 _ALL = ("*all*",)  # key of the full catalogue in the list cache; not a valid workflow name

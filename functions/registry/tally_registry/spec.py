@@ -21,6 +21,26 @@ from typing import Any
 from tally_registry.errors import GlobError, JsonError
 from tally_registry.layout import DEFAULT_LAYOUT, MAX_OBJECT_NAME_BYTES, TALLY_FOLDER, RunLayout
 
+__all__ = [
+    "DEFAULT_FOLDER",
+    "NAME_RE",
+    "RESERVED_WORKFLOW",
+    "SCHEMA_PATH",
+    "Problem",
+    "RunFolder",
+    "canonical_json",
+    "compile_glob",
+    "folder_problems",
+    "is_valid_name",
+    "load_schema",
+    "loads_strict",
+    "min_match_bytes",
+    "normalize",
+    "pointer",
+    "sort_problems",
+    "validate",
+]
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec.schema.json"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 RESERVED_WORKFLOW = TALLY_FOLDER[:-1]  # tally's bucket-level objects live under "_tally/"
@@ -373,7 +393,7 @@ def folder_problems(doc: Any, folder: RunFolder) -> list[Problem]:
                 for reserved_name, what in reserved
                 if rx.match(reserved_name)
             ]
-            least = _min_match_bytes(name)
+            least = min_match_bytes(name)
         if budget is not None and least > budget:
             what = "is" if kind == "path" else "matches only names of at least"
             problems.append(
@@ -389,7 +409,7 @@ def folder_problems(doc: Any, folder: RunFolder) -> list[Problem]:
     return problems
 
 
-def _min_match_bytes(pattern: str) -> int:
+def min_match_bytes(pattern: str) -> int:
     """UTF-8 bytes of the shortest path a valid glob matches: wildcards but `?` and classes
     (one character, at least one byte) may match nothing."""
     size, i = 0, 0

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from tally_registry.errors import PreconditionFailed, StoreError
 
+__all__ = ["GcsStore", "MemoryStore", "ObjectStore", "make_storage_client"]
+
 
 class ObjectStore(Protocol):
     def read(self, name: str) -> tuple[bytes, int] | None:
