@@ -42,15 +42,14 @@ def test_every_outcome_row_inserts(stack, unique):
     rows = [
         event_row(
             delivery,
-            None,
-            run_output,
-            outcome,
-            f"{unique} {outcome}",
-            StorageOps(1, 2, 3, 4, 1),
-            "k" * 32,
-            now,
-            1.5,
-            "test",
+            outcome=outcome,
+            received_time=now,
+            run_output=run_output,
+            detail=f"{unique} {outcome}",
+            storage_ops=StorageOps(1, 2, 3, 4, 1),
+            idempotency_key="k" * 32,
+            duration_ms=1.5,
+            handler_version="test",
         )
         for outcome in Outcome
     ]
@@ -60,15 +59,10 @@ def test_every_outcome_row_inserts(stack, unique):
         rows.append(
             event_row(
                 exc.delivery,
-                None,
-                None,
-                Outcome.REJECTED,
-                f"{unique} bad",
-                None,
-                None,
-                now,
-                None,
-                "test",
+                outcome=Outcome.REJECTED,
+                received_time=now,
+                detail=f"{unique} bad",
+                handler_version="test",
             )
         )
     errors = stack.bigquery_client().insert_rows_json(stack.names.table("events"), rows)

@@ -30,7 +30,7 @@ from tally_handler.errors import LogWriteFailed, TransientError, outcome_of
 from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler
 from tally_handler.layout import Run, RunOutput
-from tally_handler.outcomes import Handled
+from tally_handler.outcomes import Handled, Outcome
 from tally_handler.ports import EventLog, Publisher, Storage
 from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
@@ -112,11 +112,11 @@ class App:
             revision=result.revision,
             run_state=result.run_state,
         )
-        status = 200 if result.outcome.acknowledged else 503
+        status = result.outcome.http_status
         try:
             event_log.write_event(row)
         except LogWriteFailed as exc:
-            status = 503
+            status = Outcome.DEFERRED.http_status
             _log("ERROR", f"{exc}; not acknowledged, Pub/Sub redelivers", row)
             return status, {"outcome": "deferred", "detail": str(exc)}
         _log(result.log_severity, result.detail, _with_latency(row, result))
@@ -190,15 +190,12 @@ def run_event(delivery: Delivery, result: Handled, run: Run, received: datetime)
     """The row of one run that reconciliation acted on (one of several rows of a request)."""
     return event_row(
         delivery,
-        None,
-        RunOutput(run.workflow, run.version, run.run_id, ""),
-        result.outcome,
-        result.detail,
-        None,
-        _key(result) or run.idempotency_key,
-        received,
-        None,
-        HANDLER_VERSION,
+        outcome=result.outcome,
+        received_time=received,
+        run_output=RunOutput(run.workflow, run.version, run.run_id, ""),
+        detail=result.detail,
+        idempotency_key=_key(result) or run.idempotency_key,
+        handler_version=HANDLER_VERSION,
         row_key=run.key,
         revision=result.revision,
         run_state=result.run_state,

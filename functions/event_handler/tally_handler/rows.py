@@ -73,21 +73,21 @@ def insert_id(*parts: object) -> str:
 
 def event_row(
     delivery: Delivery | None,
-    notification: Notification | None,
-    run_output: RunOutput | None,
-    outcome: Outcome,
-    detail: str | None,
-    storage_ops: StorageOps | None,
-    idempotency_key: str | None,
-    received_time: datetime | str,
-    duration_ms: float | None,
-    handler_version: str | None,
     *,
+    outcome: Outcome,
+    received_time: datetime | str,
+    notification: Notification | None = None,
+    run_output: RunOutput | None = None,
+    detail: str | None = None,
+    storage_ops: StorageOps | None = None,
+    idempotency_key: str | None = None,
+    duration_ms: float | None = None,
+    handler_version: str | None = None,
     row_key: str | None = None,
     revision: int | None = None,
     run_state: RunState | None = None,
 ) -> dict[str, Any]:
-    """One ``events`` row.
+    """One ``events`` row; what is not known stays null.
 
     ``notification`` defaults to ``delivery.notification``. ``row_key`` tells apart several rows
     of one delivery (reconciliation logs one per run: pass the run key). The insert id hashes
