@@ -559,13 +559,23 @@ _ENV_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
 
 def env_vars_read(sources: dict[str, str]) -> set[str]:
     """Environment variables Python sources read: every string literal that is a whole
-    `TALLY_...` name, and every literal key of os.environ[...] / .get(...) / os.getenv(...) or of
-    a mapping named env / environ standing in for os.environ. (A name built at run time, e.g.
-    f"TALLY_{x}", is not seen: keep variable names whole literals.)"""
+    `TALLY_...` name (but the names of ``__all__``), and every literal key of os.environ[...] /
+    .get(...) / os.getenv(...) or of a mapping named env / environ standing in for os.environ.
+    (A name built at run time, e.g. f"TALLY_{x}", is not seen: keep variable names whole
+    literals.)"""
     names: set[str] = set()
     for path, text in sources.items():
         tree = ast.parse(text, filename=path)
+        exported = {  # __all__ names Python constants (TALLY_FOLDER), not variables
+            id(item)
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            for item in ast.walk(node.value)
+        }
         for node in ast.walk(tree):
+            if id(node) in exported:
+                continue
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if ENV_NAME.fullmatch(node.value):
                     names.add(node.value)
