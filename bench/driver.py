@@ -178,7 +178,8 @@ def sum_event_rows(rows: list[dict[str, Any]], last_write: float) -> OwnCounters
 
 
 class BaselineDesign:
-    """The scratch-file baseline (bench/baseline.py) on its own slice of the platform."""
+    """The scratch-file baseline (bench/baseline.py) on its own slice of the platform. Its
+    accessors mirror TallyDesign's line for line: both implement `Design` over another platform."""
 
     name = "scratch-file"
 

@@ -150,6 +150,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
 
 
+def _design(r: dict[str, Any]) -> str:
+    """A summary row's design, with its variant unless it is the default (presence cache on)."""
+    return r["design"] if r["variant"] == "cache on" else f"{r['design']} ({r['variant']})"
+
+
 def e2e_table(summary: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| design | N | runs | deliveries / run | announcements per run | reads | list pages "
@@ -162,9 +167,8 @@ def e2e_table(summary: list[dict[str, Any]]) -> list[str]:
         announced = ", ".join(str(c) for c in counts)
         if r["double_announcements"]:
             announced += f" (**{r['double_announcements']} double**)"
-        name = r["design"] if r["variant"] == "cache on" else f"{r['design']} ({r['variant']})"
         lines.append(
-            f"| {name} | {r['n']:,} | {r['runs']} | {_num(r['deliveries'])} | {announced} "
+            f"| {_design(r)} | {r['n']:,} | {r['runs']} | {_num(r['deliveries'])} | {announced} "
             f"| {_num(r['reads'])} | {_num(r['lists'])} ({_num(r['list_entries'])}) "
             f"| {_num(r['writes'])} ({_num(r['precondition_failures'])}) "
             f"| **{_num(r['operations'])}** "
@@ -187,9 +191,9 @@ def breakdown_table(summary: list[dict[str, Any]]) -> list[str]:
         wait, handler = r["breakdown"]["wait_s"], r["breakdown"]["handler_s"]
         if wait is None or handler is None or r["latency_p50_s"] is None:
             continue
-        name = r["design"] if r["variant"] == "cache on" else f"{r['design']} ({r['variant']})"
         lines.append(
-            f"| {name} | {r['n']:,} | {_ms(r['latency_p50_s'])} | {_ms(wait)} | {_ms(handler)} |"
+            f"| {_design(r)} | {r['n']:,} | {_ms(r['latency_p50_s'])} | {_ms(wait)} "
+            f"| {_ms(handler)} |"
         )
     return lines
 
@@ -333,16 +337,15 @@ def plots(summary: list[dict[str, Any]], model: Model, img_dir: Path = IMG_DIR) 
             ax.plot(xs, ys, ":", marker="x", color=color, label=f"{label}: writes (incl. 412)")
     ax.plot(span, [3 * n for n in span], color="grey", lw=0.8, ls="--", label="3N (tally's goal)")
     ax.plot(span, span, color="grey", lw=0.8, ls=":", label="N")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="outputs per run (N)",
-        ylabel="Storage requests per run",
-        title="Storage operations per run",
+    paths.append(
+        _save(
+            fig,
+            ax,
+            "Storage requests per run",
+            "Storage operations per run",
+            img_dir / "bench-storage-ops.png",
+        )
     )
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    paths.append(_save(fig, img_dir / "bench-storage-ops.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (design, variant), (label, color, style) in series.items():
@@ -354,16 +357,15 @@ def plots(summary: list[dict[str, Any]], model: Model, img_dir: Path = IMG_DIR) 
             ax.plot(xs, p99_ms, ":", marker="v", color=color, label=f"{label}: p99")
     ax.axhline(200, color="grey", lw=0.8, ls="--", label="200 ms (tally's p50 goal)")
     ax.axhline(1000, color="grey", lw=0.8, ls=":", label="1 s (tally's p99 goal)")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="outputs per run (N)",
-        ylabel="ms",
-        title="Last output written → completion message (local)",
+    paths.append(
+        _save(
+            fig,
+            ax,
+            "ms",
+            "Last output written → completion message (local)",
+            img_dir / "bench-latency.png",
+        )
     )
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    paths.append(_save(fig, img_dir / "bench-latency.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     line = [10 ** (k / 4) for k in range(4, 17)]
@@ -382,20 +384,23 @@ def plots(summary: list[dict[str, Any]], model: Model, img_dir: Path = IMG_DIR) 
         if xs:
             ax.plot(xs, ys, style, color=color, label=label)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="1 s (tally's goal)")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="outputs per run (N)",
-        ylabel="seconds after the last output",
-        title="Derived real-cloud time to announce a run",
+    paths.append(
+        _save(
+            fig,
+            ax,
+            "seconds after the last output",
+            "Derived real-cloud time to announce a run",
+            img_dir / "bench-realcloud.png",
+        )
     )
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    paths.append(_save(fig, img_dir / "bench-realcloud.png"))
     return paths
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, ax: Any, ylabel: str, title: str, path: Path) -> Path:
+    """Every plot: log-log over the run size, a legend and a grid."""
+    ax.set(xscale="log", yscale="log", xlabel="outputs per run (N)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
