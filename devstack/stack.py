@@ -228,16 +228,21 @@ class RegistryStack:
         return self.names.registry_bucket
 
     def storage_client(self) -> Any:
-        if "storage" not in self._clients:
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
+        return self._emulator_client("storage", self.storage_url)
 
-            self._clients["storage"] = storage.Client(
+    def _emulator_client(self, api: str, url: str) -> Any:
+        """google.cloud.<api>'s client on this platform's emulator at `url`, made once."""
+        if api not in self._clients:
+            import importlib
+
+            from google.auth.credentials import AnonymousCredentials
+
+            self._clients[api] = importlib.import_module(f"google.cloud.{api}").Client(
                 project=self.names.project,
                 credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.storage_url},
+                client_options={"api_endpoint": url},
             )
-        return self._clients["storage"]
+        return self._clients[api]
 
     def mint_token(
         self,
@@ -480,16 +485,7 @@ class Stack(RegistryStack):
         return grpc.insecure_channel(self.pubsub_host)
 
     def bigquery_client(self) -> Any:
-        if "bigquery" not in self._clients:
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import bigquery
-
-            self._clients["bigquery"] = bigquery.Client(
-                project=self.names.project,
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.bigquery_url},
-            )
-        return self._clients["bigquery"]
+        return self._emulator_client("bigquery", self.bigquery_url)
 
     def query(self, sql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Run SQL on the BigQuery emulator; `${dataset}` stands for project.dataset."""

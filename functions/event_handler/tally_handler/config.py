@@ -103,6 +103,8 @@ class Config:
         return cls(**values)
 
 
+# The registry's config.py repeats _Setting, the reading loop and _text: it is deployed apart and
+# imports nothing of the handler. tests/unit/test_settings_tables.py holds the tables to one shape.
 @dataclass(frozen=True, slots=True)
 class _Setting:
     env: str

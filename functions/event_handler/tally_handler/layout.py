@@ -95,6 +95,8 @@ class Layout:
     @classmethod
     def parse(cls, template: str) -> Layout:
         """Parse a template; raises ValueError naming what is wrong with it."""
+        # tally_registry/layout.py repeats this parse: the registry is deployed apart and cannot
+        # import the handler. test_registry_config holds the two to the same answers.
 
         def invalid(problem: str) -> ValueError:
             return ValueError(

@@ -101,6 +101,9 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
+# The event handler's config.py has the same _Setting, reading loop and _text: this function is
+# deployed apart and imports nothing of it. tests/unit/test_settings_tables.py holds both to one
+# shape.
 @dataclass(frozen=True, slots=True)
 class _Setting:
     env: str

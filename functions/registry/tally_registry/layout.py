@@ -38,6 +38,8 @@ class RunLayout:
     @classmethod
     def parse(cls, template: str) -> RunLayout:
         """Parse a template; raises ValueError saying what is wrong with it."""
+        # The event handler's Layout.parse, repeated (see the module docstring);
+        # test_layout_parsing_agrees_with_the_event_handler holds the two together.
 
         def invalid(problem: str) -> ValueError:
             return ValueError(
