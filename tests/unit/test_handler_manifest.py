@@ -339,7 +339,7 @@ json_values = st.recursive(
 )
 
 
-@settings(derandomize=True, max_examples=300, print_blob=True)
+@settings(derandomize=True, max_examples=300, deadline=None, print_blob=True)
 @given(key=st.sampled_from([*build().to_json(), "kind"]), value=json_values, drop=st.booleans())
 def test_parsing_raises_only_not_tallys(key: str, value: Any, drop: bool) -> None:
     """Whatever a user leaves at the manifest's or the record's name, parsing says NotTallys."""
