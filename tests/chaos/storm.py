@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tally_handler.faults import Step
+
 from tests.chaos.plan import (
     FOREIGN_MANIFEST,
     MANIFEST_NAME,
@@ -51,7 +53,7 @@ WRITERS = 8
 HIGH_WATER = 150  # undelivered notifications allowed before the next wave starts
 ANNOUNCE_WAIT = 120.0  # seconds a change "after the announcement" waits for it (a loaded machine)
 RECORD_NAME = "_tally/announcement.json"
-FAULT_STEPS = ("after_listing", "after_claim", "after_publish", "after_mark", "before_logging")
+FAULT_STEPS = tuple(Step)  # every crash point the handler has
 
 
 def faults_setting(rate: float, seed: int) -> str:
