@@ -234,27 +234,25 @@ class Announcer:
         if action is Action.DONE:
             return record, generation
         if action is Action.WAIT:
-            return Handled(
+            return _announcing(
                 Outcome.AFTER_COMPLETION,
                 f"delivery {record.claim.delivery_id} claimed revision {record.revision} at"
                 f" {record.claim.claimed_time} ({record.age_seconds(now):.0f} s ago) and is"
                 f" announcing it; a claim older than {self.config.claim_lease_seconds} s is"
                 " taken over",
-                run=run,
-                revision=record.revision,
-                run_state=RunState.ANNOUNCING,
+                run,
+                record.revision,
             )
         if action is Action.TAKE_OVER:
             taken = replace(record, claim=Claim.at(actor.delivery_id, actor.claimant, now))
             try:
                 generation = self._write_record(run, taken, generation)
             except PreconditionFailed:
-                return Handled(
+                return _announcing(
                     Outcome.AFTER_COMPLETION,
                     f"another delivery took over the stale claim of revision {record.revision}",
-                    run=run,
-                    revision=record.revision,
-                    run_state=RunState.ANNOUNCING,
+                    run,
+                    record.revision,
                 )
             record = taken
         return self._finish(run, record, generation, outcome)
@@ -346,12 +344,11 @@ class Announcer:
         try:
             claimed, new_generation = self._claim(run, manifest, claimed, generation)
         except PreconditionFailed:
-            return Handled(
+            return _announcing(
                 Outcome.CHANGED,
                 f"another delivery is announcing revision {revision + 1}",
-                run=run,
-                revision=revision + 1,
-                run_state=RunState.ANNOUNCING,
+                run,
+                revision + 1,
             )
         self.config.faults.maybe_fail("after_claim")
         return self._finish(run, claimed, new_generation, Outcome.REVISED)
@@ -378,12 +375,11 @@ class Announcer:
             )
         record, _ = found
         if not record.published:
-            return Handled(
+            return _announcing(
                 Outcome.IGNORED,
                 f"revision {record.revision} is being announced; its claimant writes {name}",
-                run=run,
-                revision=record.revision,
-                run_state=RunState.ANNOUNCING,
+                run,
+                record.revision,
             )
         if not deleted and self._is_tallys_copy(run, record, md5):
             return Handled(
@@ -521,13 +517,12 @@ class Announcer:
         try:
             self._write_record(run, published, generation)
         except PreconditionFailed:
-            return Handled(
+            return _announcing(
                 outcome,
                 f"announced revision {record.revision}, but another delivery took the claim over"
                 " before it was marked; it publishes the same bytes under the same key",
-                run=run,
-                revision=record.revision,
-                run_state=RunState.ANNOUNCING,
+                run,
+                record.revision,
             )
         self.config.faults.maybe_fail("after_mark")
         if written is None:
@@ -605,6 +600,11 @@ class Announcer:
         if found is None:
             return "the failure marker was removed"
         return found[0].decode("utf-8", errors="replace").strip() or "no reason given"
+
+
+def _announcing(outcome: Outcome, detail: str, run: Run, revision: int) -> Handled:
+    """What a delivery did while a claimant announces ``revision``: the run stays announcing."""
+    return Handled(outcome, detail, run=run, revision=revision, run_state=RunState.ANNOUNCING)
 
 
 def _completion_seconds(manifest: Manifest) -> float | None:

@@ -391,27 +391,31 @@ class _Parser:
     # -- Pub/Sub push -----------------------------------------------------------------------------
 
     def _push(self, envelope: Any) -> Delivery:
-        hint = 'send a Pub/Sub push envelope {"message": {...}, "subscription": "..."}'
-        envelope = self.object(envelope, "the request body", hint)
-        message = self.object(envelope.get("message"), 'the envelope\'s "message"', hint)
-        return self._message(
-            message,
-            subscription=envelope.get("subscription"),
-            attempt=envelope.get("deliveryAttempt", message.get("deliveryAttempt")),
+        return self._envelope(
+            envelope,
+            ("the request body", 'the envelope\'s "message"'),
+            'send a Pub/Sub push envelope {"message": {...}, "subscription": "..."}',
             fallback_id=None,
             fallback_time=None,
         )
 
-    def _message(
+    def _envelope(
         self,
-        message: dict[str, Any],
+        envelope: Any,
+        names: tuple[str, str],
+        hint: str,
         *,
-        subscription: Any,
-        attempt: Any,
         fallback_id: str | None,
         fallback_time: str | None,
     ) -> Delivery:
-        """A Pub/Sub message (push envelope or messagePublished CloudEvent) -> Delivery."""
+        """A Pub/Sub envelope (a push body or messagePublished data) -> Delivery.
+
+        ``names`` are the envelope's and its message's in errors; ``hint`` says what to send.
+        """
+        envelope = self.object(envelope, names[0], hint)
+        message = self.object(envelope.get("message"), names[1], hint)
+        subscription = envelope.get("subscription")
+        attempt = envelope.get("deliveryAttempt", message.get("deliveryAttempt"))
         message_id = message.get("messageId", message.get("message_id"))
         if message_id is None and fallback_id is None:
             self.fail(
@@ -608,13 +612,10 @@ class _Parser:
         if isinstance(data, bytes | bytearray | str):
             data = self.json(data, "the CloudEvent data") if data else None
         if event_type == MESSAGE_PUBLISHED:
-            hint = 'messagePublished data is {"message": {...}, "subscription": "..."}'
-            envelope = self.object(data, "the CloudEvent data", hint)
-            message = self.object(envelope.get("message"), "data.message", hint)
-            return self._message(
-                message,
-                subscription=envelope.get("subscription"),
-                attempt=envelope.get("deliveryAttempt", message.get("deliveryAttempt")),
+            return self._envelope(
+                data,
+                ("the CloudEvent data", "data.message"),
+                'messagePublished data is {"message": {...}, "subscription": "..."}',
                 fallback_id=self.delivery_id,
                 fallback_time=event_time,
             )
