@@ -80,7 +80,11 @@ PLATFORM_VARS = (PROJECT, REGISTRY_URL, STORAGE_EMULATOR, PUBSUB_EMULATOR, BIGQU
 
 @dataclass(frozen=True, slots=True)
 class _Setting:
-    """The shape of the functions' settings tables (tally_handler.config, tally_registry.config)."""
+    """The shape of the functions' settings tables (tally_handler.config, tally_registry.config).
+
+    Repeated, not imported: here a None default means unset, not required, and the functions'
+    copies are private. tests/unit/test_settings_tables.py holds the three tables to one shape.
+    """
 
     env: str
     field: str

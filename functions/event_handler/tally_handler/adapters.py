@@ -58,6 +58,7 @@ def _entry(blob: Any, prefix: str) -> Entry:
     )
 
 
+# ports.Storage's signatures again, by design; tests/unit/test_handler_ports.py keeps them in step.
 class StorageGateway:
     """Object reads, list pages and precondition-guarded writes, each counted in StorageOps."""
 
@@ -91,7 +92,9 @@ class StorageGateway:
         except Exception as exc:
             raise self._wrap(exc, f"reading gs://{bucket}/{name}") from exc
 
-    def download(self, bucket: str, name: str, ops: StorageOps, max_bytes: int | None = None):
+    def download(
+        self, bucket: str, name: str, ops: StorageOps, max_bytes: int | None = None
+    ) -> tuple[bytes, int] | None:
         """(content, generation) of an object, or None when it does not exist."""
         ops.reads += 1
         blob = self._client.bucket(bucket).blob(name)

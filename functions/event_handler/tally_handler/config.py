@@ -104,7 +104,8 @@ class Config:
 
 
 # The registry's config.py repeats _Setting, the reading loop and _text: it is deployed apart and
-# imports nothing of the handler. tests/unit/test_settings_tables.py holds the tables to one shape.
+# imports nothing of the handler. tally_cli/config.py has its own (None there means unset, not
+# required). tests/unit/test_settings_tables.py holds the three tables to one shape.
 @dataclass(frozen=True, slots=True)
 class _Setting:
     env: str

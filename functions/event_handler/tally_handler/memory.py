@@ -37,6 +37,7 @@ class StoredObject:
         return base64.b64encode(digest).decode("ascii")
 
 
+# ports.Storage's signatures again, by design; tests/unit/test_handler_ports.py keeps them in step.
 class MemoryStorage:
     """A bucket namespace in memory (``ports.Storage``)."""
 

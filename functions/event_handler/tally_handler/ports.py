@@ -18,6 +18,8 @@ from tally_handler.rows import StorageOps
 __all__ = ["CountedStorage", "EventLog", "Publisher", "Storage"]
 
 
+# The adapters and memory repeat these signatures by design (a Protocol and its two
+# implementations); tests/unit/test_handler_ports.py keeps the three in step.
 class Storage(Protocol):
     """Cloud Storage as tally uses it: reads, ordered list pages, precondition-guarded writes.
 

@@ -102,8 +102,8 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
 
 
 # The event handler's config.py has the same _Setting, reading loop and _text: this function is
-# deployed apart and imports nothing of it. tests/unit/test_settings_tables.py holds both to one
-# shape.
+# deployed apart and imports nothing of it; tally_cli/config.py has its own (None there means
+# unset, not required). tests/unit/test_settings_tables.py holds the three to one shape.
 @dataclass(frozen=True, slots=True)
 class _Setting:
     env: str
