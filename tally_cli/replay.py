@@ -116,18 +116,9 @@ class Replayer:
         seen: set[str],
         progress: Callable[[ReplayReport], None],
     ) -> None:
-        subscriber, timeout = self.clients.subscriber(), self.settings.timeout
         empty = 0
         while len(report.matched) < max_messages and empty < EMPTY_PULLS:
-            response = subscriber.pull(
-                request={
-                    "subscription": self.subscription,
-                    "max_messages": PULL_BATCH,
-                    "return_immediately": True,
-                },
-                retry=self.clients.retry(),
-                timeout=timeout,
-            )
+            response = self._call("pull", max_messages=PULL_BATCH, return_immediately=True)
             received = list(response.received_messages)
             fresh = [r for r in received if r.message.message_id not in seen]
             # Redelivered duplicates of messages this pass already handled: release them too.
@@ -161,21 +152,11 @@ class Replayer:
                 except Exception:
                     held.extend([*hold_now, item.ack_id])  # not republished: stays a dead letter
                     raise
-                subscriber.acknowledge(
-                    request={"subscription": self.subscription, "ack_ids": [item.ack_id]},
-                    retry=self.clients.retry(),
-                    timeout=timeout,
-                )
+                self._call("acknowledge", ack_ids=[item.ack_id])
                 report.replayed += 1
             if hold_now:
-                subscriber.modify_ack_deadline(
-                    request={
-                        "subscription": self.subscription,
-                        "ack_ids": hold_now,
-                        "ack_deadline_seconds": HOLD_SECONDS,
-                    },
-                    retry=self.clients.retry(),
-                    timeout=timeout,
+                self._call(
+                    "modify_ack_deadline", ack_ids=hold_now, ack_deadline_seconds=HOLD_SECONDS
                 )
                 held.extend(hold_now)
             progress(report)
@@ -193,14 +174,16 @@ class Replayer:
     def _release(self, ack_ids: list[str]) -> None:
         if not ack_ids:
             return
-        subscriber = self.clients.subscriber()
         for start in range(0, len(ack_ids), 1000):
-            subscriber.modify_ack_deadline(
-                request={
-                    "subscription": self.subscription,
-                    "ack_ids": ack_ids[start : start + 1000],
-                    "ack_deadline_seconds": 0,
-                },
-                retry=self.clients.retry(),
-                timeout=self.settings.timeout,
+            self._call(
+                "modify_ack_deadline", ack_ids=ack_ids[start : start + 1000], ack_deadline_seconds=0
             )
+
+    def _call(self, method: str, **request: Any) -> Any:
+        """One Subscriber call (pull, acknowledge, modify_ack_deadline) on the dead-letter
+        subscription, with the CLI's retry and timeout."""
+        return getattr(self.clients.subscriber(), method)(
+            request={"subscription": self.subscription, **request},
+            retry=self.clients.retry(),
+            timeout=self.settings.timeout,
+        )
