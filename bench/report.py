@@ -155,6 +155,8 @@ def _design(r: dict[str, Any]) -> str:
     return r["design"] if r["variant"] == "cache on" else f"{r['design']} ({r['variant']})"
 
 
+# The tables share one shape (header, alignment row, a row per summary line): each spells out its
+# columns next to the cells that fill them, which a table-of-columns helper would pull apart.
 def e2e_table(summary: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| design | N | runs | deliveries / run | announcements per run | reads | list pages "

@@ -93,6 +93,8 @@ def parse_duration(text: str) -> int:
     return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
 
 
+# Typer declares options in each command's signature, so the option declarations below and in
+# the commands share one shape; what they say differs.
 @app.callback()
 def main(
     ctx: typer.Context,

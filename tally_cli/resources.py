@@ -42,6 +42,8 @@ class ResourceNames:
         """A bucket (a global namespace): `<project>-<prefix>-<resource>`."""
         return f"{self.project}-{self.prefix}-{resource}"
 
+    # One property per resource, alike as they are: callers name resources as attributes, and the
+    # naming rule stays in prefixed() and bucket() (tests/terraform/test_tf_names.py: as Terraform).
     # -- buckets ------------------------------------------------------------------------------
     @property
     def outputs_bucket(self) -> str:

@@ -23,6 +23,9 @@ per_workflow AS (
   FROM announced
   GROUP BY day, workflow
 ),
+-- all_workflows repeats per_workflow's aggregates: SQL cannot name a list of aggregates to reuse,
+-- and GROUP BY ROLLUP(day, workflow) would add a grand-total row. Keep the two lists alike
+-- (tests/integration/test_views.py checks the view).
 all_workflows AS (
   SELECT
     day,

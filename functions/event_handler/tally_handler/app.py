@@ -142,6 +142,8 @@ class App:
             _log("ERROR", f"internal error: {exc!r}", {"delivery_id": delivery.delivery_id})
             return Handled(outcome_of(exc), f"internal error {type(exc).__name__}: {exc}")
 
+    # _process's arguments again: this is its branch for reconcile requests, kept apart so that
+    # _process's error handling reads at a glance.
     def _reconcile(
         self,
         handler: Handler,

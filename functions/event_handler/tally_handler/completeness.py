@@ -71,6 +71,8 @@ class Entry:
 
     path: str  # relative to the run folder
     generation: int
+    # The object metadata delivery.Notification also holds (as an event gives it): each is parsed
+    # from its own payload.
     size: int | None = None
     crc32c: str | None = None
     md5: str | None = None

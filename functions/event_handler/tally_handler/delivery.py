@@ -102,6 +102,8 @@ class Notification:
     generation: int
     event_type: EventType
     metageneration: int | None = None
+    # size to time_created: the object metadata completeness.Entry also holds, as an event gives it
+    # (Entry: as a listing does); the two stay apart, each parsed from its own payload.
     size: int | None = None
     crc32c: str | None = None
     md5: str | None = None

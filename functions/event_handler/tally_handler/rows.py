@@ -107,6 +107,8 @@ def event_row(
     distinct = received if attempt is None else None
     ops = storage_ops or StorageOps()
     n = notification
+    # One line per events column, in the schema's order, alike as they are: each column stays
+    # findable by its name (tests/unit/test_handler_rows.py holds the keys to the schema).
     return {
         "delivery_id": delivery_id,
         "delivery_attempt": attempt,
