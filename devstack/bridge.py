@@ -92,6 +92,7 @@ def push_envelope(message: Any, subscription: str, attempt: int) -> dict[str, An
 
 
 class PushBridge:
+    # A constructor that stores its arguments: the same shape as the registry's GcsStore, by chance.
     def __init__(
         self,
         subscriber: Any,

@@ -83,6 +83,7 @@ RECORD_NAME = TALLY_FOLDER + "announcement.json"  # relative to the run folder
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
+# Same shape as delivery.Source/Request (small StrEnums), unrelated values: kept apart by design.
 class State(StrEnum):
     """A revision's verdict: the ``state`` attribute of its message and ``runs.state``."""
 
@@ -151,6 +152,7 @@ class Claim:
         return cls(data["delivery_id"], data["claimant"], claimed_time)
 
 
+# A small frozen record like completeness.Output: same shape, unrelated meaning.
 @dataclass(frozen=True, slots=True)
 class Superseded:
     revision: int

@@ -46,6 +46,7 @@ class Outcome(StrEnum):
         return HANDLING[self].severity
 
 
+# Shaped like completeness.PatternCount (two fields and a derived property), unrelated.
 @dataclass(frozen=True, slots=True)
 class Handling:
     acknowledged: bool

@@ -46,6 +46,8 @@ def reconcile_message(
 class PubSubReconcileQueue:
     """ReconcileQueue on a Pub/Sub topic (PUBSUB_EMULATOR_HOST is honoured by the client)."""
 
+    # The same lazy-client shape as store.GcsStore: each adapter makes its Google client on first
+    # use under a lock (the registry's cold start imports no client it does not need).
     def __init__(self, project: str, topic: str, layout: RunLayout, *, timeout: float = 10.0):
         self.topic_path = f"projects/{project}/topics/{topic}"
         self._layout = layout

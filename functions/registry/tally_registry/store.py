@@ -43,6 +43,8 @@ class GcsStore:
     """ObjectStore over a Cloud Storage bucket. Uploads are single-request (never set a chunk
     size): the emulator enforces generation preconditions on those only."""
 
+    # Stores its arguments and makes the client lazily, as reconcile.PubSubReconcileQueue (and, by
+    # shape alone, devstack's PushBridge constructor): plain constructors, nothing to share.
     def __init__(
         self,
         bucket: str,
