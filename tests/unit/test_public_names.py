@@ -22,7 +22,9 @@ PACKAGES: dict[str, ModuleType] = {
     "tally_registry": tally_registry,
     "tally_cli": tally_cli,
 }
-SKIP_DIRS = {".venv", ".build", ".devstack", ".git", "node_modules"}
+# Not sources: the platform's state, the virtualenv, and what building the wheels leaves behind
+# (`build/lib` holds a copy of the handler as it was when test_cli_wheel built it).
+SKIP_DIRS = {".venv", ".build", ".devstack", ".git", "node_modules", "build", "dist"}
 # White-box uses, each with its reason; keep this short.
 WHITE_BOX = {
     # Tests render a log line exactly as the handler prints one.
