@@ -5,6 +5,7 @@ failed run, and a reconciliation of the open-run index."""
 from __future__ import annotations
 
 from tally_handler.delivery import Delivery, EventType, Reconcile, Source, rfc3339
+from tally_handler.handler import PresenceCache
 from tally_handler.reconcile import reconcile_runs
 from tally_handler.rows import StorageOps
 
@@ -45,3 +46,16 @@ def test_each_delivery_counts_every_storage_call_it_makes() -> None:
     assert delivered(world, world.write("r1", "notes.txt"), instance=1) == (1, 1, 7, 1, 1)
     assert delivered(world, world.write("r3", "_FAILED", b"boom")) == (1, 1, 1, 5, 0)
     assert reconciled(world) == (1, 2, 8, 1, 1)
+
+
+def test_one_delivery_per_instance_adds_a_run_to_the_open_run_index() -> None:
+    """Concurrent deliveries of a new run on one instance used to race to the same index write
+    (all but one refused with 412); the first one writes it, the others skip, and a failed write
+    hands the job to the next delivery."""
+    cache = PresenceCache(max_runs=10)
+    assert cache.first_to_open("b/w/1/r")
+    assert not cache.first_to_open("b/w/1/r")  # a concurrent delivery skips the write
+    cache.forget_opened("b/w/1/r")  # the write failed: its delivery is retried
+    assert cache.first_to_open("b/w/1/r")
+    off = PresenceCache(max_runs=0)  # the cache turned off: every delivery writes
+    assert off.first_to_open("b/w/1/r") and off.first_to_open("b/w/1/r")

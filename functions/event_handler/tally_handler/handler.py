@@ -104,17 +104,23 @@ class PresenceCache:
             while len(self._announced) > self._max_runs:
                 self._announced.popitem(last=False)
 
-    def opened(self, run: str) -> bool:
-        with self._lock:
-            return run in self._opened
-
-    def add_opened(self, run: str) -> None:
+    def first_to_open(self, run: str) -> bool:
+        """True for the one delivery on this instance that adds the run to the open-run index;
+        the run counts as opened from then on, so that its concurrent deliveries skip the write
+        (they only raced it to a 412). ``forget_opened`` if the write fails."""
         if self._max_runs <= 0:
-            return
+            return True
         with self._lock:
+            if run in self._opened:
+                return False
             self._opened[run] = None
             while len(self._opened) > 10 * self._max_runs:
                 self._opened.popitem(last=False)
+            return True
+
+    def forget_opened(self, run: str) -> None:
+        with self._lock:
+            self._opened.pop(run, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,9 +372,14 @@ class Handler:
         )
 
     def _ensure_open(self, run: Run) -> None:
-        if not self.cache.opened(run.key):
-            self.announcer.ensure_open(run)
-            self.cache.add_opened(run.key)
+        # Safe to let concurrent deliveries skip: if this write fails, this delivery is retried
+        # (deferred) and writes it then.
+        if self.cache.first_to_open(run.key):
+            try:
+                self.announcer.ensure_open(run)
+            except BaseException:
+                self.cache.forget_opened(run.key)
+                raise
 
     def _decide(self, work: Work):
         """Incomplete as soon as one required output is missing; else the full listing's verdict."""
