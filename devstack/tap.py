@@ -25,6 +25,12 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the caller died mid-request (a killed instance)
+
 
 class ProxyHandler(QuietHandler):
     """A request relayed elsewhere (a tap, the handler's router): body in, answer back."""
@@ -37,17 +43,14 @@ class ProxyHandler(QuietHandler):
         return {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
 
     def relay(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
-        try:
-            self.send_response(status)
-            for key, value in headers:
-                if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the caller died (a killed instance)
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
 
 def storage_request_kind(method: str, path: str, query: str) -> str:
