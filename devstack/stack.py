@@ -614,6 +614,8 @@ class Stack(RegistryStack):
             handler.REGISTRY_URL: self.registry_tap.url,
             handler.REGISTRY_AUTH: "none",
             handler.COMPLETIONS_TOPIC: self.names.completions_topic,
+            # where a reconcile page queues the next one (without it a walk stops after one page)
+            handler.OBJECT_EVENTS_TOPIC: self.names.object_events_topic,
             handler.EVENTS_TABLE: self.names.events_table,
             handler.RUNS_TABLE: self.names.runs_table,
             handler.MAX_DELIVERY_ATTEMPTS: str(self.max_attempts),
