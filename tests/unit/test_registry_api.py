@@ -666,11 +666,13 @@ def test_missing_config_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_main_imports_nothing_heavy() -> None:
+    """The registry starts cold: its entry point loads no heavy library, and it is deployed
+    alone, so it never imports the handler's or the CLI's packages (its settings are its own)."""
     code = (
-        "import sys, main; "
+        "import sys, main, tally_registry.entry, tally_registry.api, tally_registry.config; "
         "heavy = ('flask', 'functions_framework', 'jsonschema', 'google.cloud.storage', "
         "'google.cloud.pubsub', 'google.pubsub', 'google.auth', 'google.oauth2', 'werkzeug', "
-        "'requests'); "
+        "'requests', 'tally_handler', 'tally_cli'); "
         "print([m for m in sys.modules if m.startswith(heavy)]); "
         "assert callable(main.handle)"
     )

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +101,3 @@ def test_the_cli_and_devstack_never_retype_a_variable_name() -> None:
     files = sorted((ROOT / "tally_cli").glob("*.py")) + sorted((ROOT / "devstack").glob("*.py"))
     found = [hit for f in files if f not in declared for hit in variable_literals(f, names)]
     assert not found, "import the constant from the settings module instead:\n" + "\n".join(found)
-
-
-def test_the_registry_imports_neither_the_handler_nor_the_cli() -> None:
-    """The registry is deployed alone and starts cold: its settings are its own."""
-    code = (
-        "import sys; import tally_registry.entry, tally_registry.api, tally_registry.config;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tally_handler', 'tally_cli')))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT / "functions" / "registry",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "[]"
