@@ -4,9 +4,12 @@ failed run, and a reconciliation of the open-run index."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from tally_handler.delivery import Delivery, EventType, Reconcile, Source, rfc3339
 from tally_handler.handler import PresenceCache
-from tally_handler.reconcile import reconcile_runs
+from tally_handler.reconcile import RECONCILE_THREADS, reconcile_runs
 from tally_handler.rows import StorageOps
 
 from tests.unit.world import BUCKET, QUIET, REQUIRED, World
@@ -59,3 +62,40 @@ def test_one_delivery_per_instance_adds_a_run_to_the_open_run_index() -> None:
     assert cache.first_to_open("b/w/1/r")
     off = PresenceCache(max_runs=0)  # the cache turned off: every delivery writes
     assert off.first_to_open("b/w/1/r") and off.first_to_open("b/w/1/r")
+
+
+def test_a_reconcile_page_reconciles_its_runs_at_once_and_counts_every_call() -> None:
+    """A page is bound by Storage's latency, so its runs are reconciled on several threads: the
+    first record read of each of 8 runs meets the others at a barrier (it times out, and the
+    test fails, if the runs go one by one). The page's report and Storage counts are the same
+    as one thread's."""
+
+    def page(threads: int, barrier: threading.Barrier | None) -> tuple[list[str], Counts]:
+        world = World()
+        runs = [f"r{i}" for i in range(8)]
+        for run_id in runs:
+            for path in REQUIRED:
+                world.write(run_id, path)
+        first_reads: set[str] = set()
+        download = world.storage.download
+
+        def meeting(bucket: str, name: str, *args: Any, **kwargs: Any) -> Any:
+            run = name.rsplit("/", 2)[0]
+            if barrier is not None and run not in first_reads:
+                first_reads.add(run)
+                barrier.wait()
+            return download(bucket, name, *args, **kwargs)
+
+        world.storage.download = meeting  # type: ignore[method-assign]
+        ops, request, now = StorageOps(), Reconcile(every_run=True), world.clock()
+        delivery = Delivery(Source.PUBSUB_PUSH, "r", publish_time=rfc3339(now), reconcile=request)
+        report = reconcile_runs(
+            world.handlers[0], delivery, BUCKET, request, 100, ops, now=now, threads=threads
+        )
+        assert report.examined == 8
+        assert all(len(world.messages(run_id)) == 1 for run_id in runs)
+        return report.announced, counts(ops)
+
+    together = page(RECONCILE_THREADS, threading.Barrier(8, timeout=30))
+    assert together == page(1, None)
+    assert len(together[0]) == 8

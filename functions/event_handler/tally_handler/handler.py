@@ -449,11 +449,8 @@ class Handler:
             found = one(0)
         else:
             found = [e for part in _LIST_POOL.map(one, range(len(ranges))) for e in part]
-        ops = self.storage.ops
         for part in counted:
-            ops.reads += part.ops.reads
-            ops.lists += part.ops.lists
-            ops.list_entries += part.ops.list_entries
+            self.storage.ops.add(part.ops)
         with self._splits_lock:
             self._splits[run.key] = split_points([e.path for e in found])
             self._splits.move_to_end(run.key)

@@ -25,6 +25,7 @@ The report's `next_page_token` (the last run examined) resumes the walk.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +48,7 @@ from tally_handler.spec import Spec
 
 __all__ = [
     "LIST_PAGE",
+    "RECONCILE_THREADS",
     "STALLED_MARKER",
     "ReconcileReport",
     "open_runs",
@@ -57,6 +59,8 @@ __all__ = [
 
 STALLED_MARKER = TALLY_FOLDER + "stalled"
 LIST_PAGE = 1000
+RECONCILE_THREADS = 8  # runs of one page reconciled at once (the pool is shared by requests)
+_RECONCILE_POOL = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="tally-reconcile")
 _ANNOUNCED = frozenset({Outcome.RECONCILED, Outcome.REVISED, Outcome.COMPLETED, Outcome.FAILED})
 
 
@@ -76,6 +80,12 @@ class ReconcileReport:
     next_page_token: str | None = None
     results: list[tuple[Run, Handled]] = field(default_factory=list)
 
+    def merge(self, part: ReconcileReport) -> None:
+        """Add one run's report (reconciled on its own thread) to this page's."""
+        for name in _RUN_LISTS:
+            getattr(self, name).extend(getattr(part, name))
+        self.already_announced += part.already_announced
+
     def summary(self) -> str:
         text = (
             f"reconciliation examined {self.examined} runs: {len(self.announced)} announced,"
@@ -87,6 +97,12 @@ class ReconcileReport:
         if self.next_page_token:
             text += f"; resumes after {self.next_page_token}"
         return text
+
+
+_RUN_LISTS = (
+    "announced", "stalled", "incomplete", "changed", "restored", "announcing", "blocked",
+    "unknown", "results",
+)  # fmt: skip
 
 
 def run_prefixes(handler: Handler, bucket: str, prefix: str | None) -> Iterator[str]:
@@ -157,15 +173,17 @@ def reconcile_runs(
     ops: StorageOps,
     dry_run: bool = False,
     now: datetime | None = None,
+    threads: int = RECONCILE_THREADS,
 ) -> ReconcileReport:
-    """Reconcile one page of runs; every Storage call counts in ``ops``."""
-    handler = handler.counting(ops)
+    """Reconcile one page of runs, ``threads`` at a time; every Storage call counts in ``ops``."""
+    walker = handler.counting(ops)
     now = now or datetime.now(UTC)
     actor = Actor(delivery.delivery_id, claimant_of(delivery), last_attempt=True)
     # Only a run read from the open-run index has an entry to remove (a walk would otherwise
     # delete a missing object for every announced run).
     report = ReconcileReport(indexed=_from_index(request))
-    for run_prefix in _runs(handler, bucket, request):
+    page: list[Run] = []
+    for run_prefix in _runs(walker, bucket, request):
         if request.page_token and run_prefix <= request.page_token:
             continue
         if report.examined == max_runs:
@@ -174,10 +192,27 @@ def reconcile_runs(
         report.next_page_token = run_prefix
         run_output = handler.layout.match(run_prefix + "x")
         if run_output is not None:
-            run = handler.layout.run(bucket, run_output)
-            _reconcile_run(handler, actor, run, dry_run, now, report)
+            page.append(handler.layout.run(bucket, run_output))
     else:
         report.next_page_token = None  # the walk finished
+
+    def one(run: Run) -> tuple[ReconcileReport, StorageOps]:
+        part, counted = ReconcileReport(indexed=report.indexed), StorageOps()
+        _reconcile_run(handler.counting(counted), actor, run, dry_run, now, part)
+        return part, counted
+
+    # Runs are independent and a page is bound by Storage's latency (about three calls a run):
+    # `threads` at a time, each with its own report and counters, merged in walk order. Every
+    # run is done before a failure is raised: no work goes on after the request has answered.
+    if threads > 1:
+        futures = [_RECONCILE_POOL.submit(one, run) for run in page]
+        wait(futures)
+        parts = [future.result() for future in futures]
+    else:
+        parts = [one(run) for run in page]
+    for part, counted in parts:
+        report.merge(part)
+        ops.add(counted)
     return report
 
 

@@ -64,6 +64,14 @@ class StorageOps:
     def operations(self) -> int:
         return self.reads + self.lists + self.writes
 
+    def add(self, other: StorageOps) -> None:
+        """Count another thread's calls in these (each thread counts in its own)."""
+        self.reads += other.reads
+        self.lists += other.lists
+        self.list_entries += other.list_entries
+        self.writes += other.writes
+        self.precondition_failures += other.precondition_failures
+
 
 def insert_id(*parts: object) -> str:
     """A deterministic BigQuery insert id: retries of one row write do not multiply rows."""
