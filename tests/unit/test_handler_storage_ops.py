@@ -66,13 +66,13 @@ def test_one_delivery_per_instance_adds_a_run_to_the_open_run_index() -> None:
 
 def test_a_reconcile_page_reconciles_its_runs_at_once_and_counts_every_call() -> None:
     """A page is bound by Storage's latency, so its runs are reconciled on several threads: the
-    first record read of each of 8 runs meets the others at a barrier (it times out, and the
-    test fails, if the runs go one by one). The page's report and Storage counts are the same
-    as one thread's."""
+    first record read of each of RECONCILE_THREADS runs meets the others at a barrier (it times
+    out, and the test fails, if the runs go one by one). The page's report and Storage counts
+    are the same as one thread's."""
 
-    def page(threads: int, barrier: threading.Barrier | None) -> tuple[list[str], Counts]:
+    def page(concurrent: bool, barrier: threading.Barrier | None) -> tuple[list[str], Counts]:
         world = World()
-        runs = [f"r{i}" for i in range(8)]
+        runs = [f"r{i}" for i in range(RECONCILE_THREADS)]
         for run_id in runs:
             for path in REQUIRED:
                 world.write(run_id, path)
@@ -90,12 +90,12 @@ def test_a_reconcile_page_reconciles_its_runs_at_once_and_counts_every_call() ->
         ops, request, now = StorageOps(), Reconcile(every_run=True), world.clock()
         delivery = Delivery(Source.PUBSUB_PUSH, "r", publish_time=rfc3339(now), reconcile=request)
         report = reconcile_runs(
-            world.handlers[0], delivery, BUCKET, request, 100, ops, now=now, threads=threads
+            world.handlers[0], delivery, BUCKET, request, 100, ops, now=now, concurrent=concurrent
         )
-        assert report.examined == 8
+        assert report.examined == RECONCILE_THREADS
         assert all(len(world.messages(run_id)) == 1 for run_id in runs)
         return report.announced, counts(ops)
 
-    together = page(RECONCILE_THREADS, threading.Barrier(8, timeout=30))
-    assert together == page(1, None)
-    assert len(together[0]) == 8
+    together = page(True, threading.Barrier(RECONCILE_THREADS, timeout=30))
+    assert together == page(False, None)
+    assert len(together[0]) == RECONCILE_THREADS

@@ -302,7 +302,7 @@ class World:
                 1000,
                 StorageOps(),
                 now=self.clock(),
-                threads=1,  # a crash stops the whole process, as in one thread
+                concurrent=False,  # a crash stops the whole process, as in one thread
             )
         except Crash:
             self.restart(instance)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 from tally_handler.announce import OPEN_INDEX, Actor, run_prefix_of_index
@@ -82,8 +82,10 @@ class ReconcileReport:
 
     def merge(self, part: ReconcileReport) -> None:
         """Add one run's report (reconciled on its own thread) to this page's."""
-        for name in _RUN_LISTS:
-            getattr(self, name).extend(getattr(part, name))
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if isinstance(value, list):  # every per-run list, whatever fields are added
+                value.extend(getattr(part, name))
         self.already_announced += part.already_announced
 
     def summary(self) -> str:
@@ -97,12 +99,6 @@ class ReconcileReport:
         if self.next_page_token:
             text += f"; resumes after {self.next_page_token}"
         return text
-
-
-_RUN_LISTS = (
-    "announced", "stalled", "incomplete", "changed", "restored", "announcing", "blocked",
-    "unknown", "results",
-)  # fmt: skip
 
 
 def run_prefixes(handler: Handler, bucket: str, prefix: str | None) -> Iterator[str]:
@@ -173,9 +169,10 @@ def reconcile_runs(
     ops: StorageOps,
     dry_run: bool = False,
     now: datetime | None = None,
-    threads: int = RECONCILE_THREADS,
+    concurrent: bool = True,
 ) -> ReconcileReport:
-    """Reconcile one page of runs, ``threads`` at a time; every Storage call counts in ``ops``."""
+    """Reconcile one page of runs (RECONCILE_THREADS at a time, unless not ``concurrent``);
+    every Storage call counts in ``ops``."""
     walker = handler.counting(ops)
     now = now or datetime.now(UTC)
     actor = Actor(delivery.delivery_id, claimant_of(delivery), last_attempt=True)
@@ -202,9 +199,9 @@ def reconcile_runs(
         return part, counted
 
     # Runs are independent and a page is bound by Storage's latency (about three calls a run):
-    # `threads` at a time, each with its own report and counters, merged in walk order. Every
-    # run is done before a failure is raised: no work goes on after the request has answered.
-    if threads > 1:
+    # RECONCILE_THREADS at a time, each with its own report and counters, merged in walk order.
+    # Every run is done before a failure is raised: no work goes on after the request answered.
+    if concurrent:
         futures = [_RECONCILE_POOL.submit(one, run) for run in page]
         wait(futures)
         parts = [future.result() for future in futures]
