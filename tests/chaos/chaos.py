@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from tests.chaos.checker import Figures, RunTruth, check, failing_histories
-from tests.chaos.plan import After, KillKind, Plan, make_plan
+from tests.chaos.plan import DUPLICATES, After, Duplicates, KillKind, Plan, make_plan
 from tests.chaos.repair import RepairStats, repair
 from tests.chaos.storm import Baseline, Ledger, Storm, StormStats, faults_setting
 
@@ -34,6 +34,7 @@ class ChaosConfig:
     lease_seconds: int = 5
     quiet_seconds: float = 1.0  # TALLY_REVISION_QUIET_SECONDS during the chaos run
     whole_bucket: bool = False  # the repair's every-run pass walks the whole bucket (own platform)
+    duplicates: Duplicates = DUPLICATES  # weights of 0, 1 and 2 extra publishes of a notification
     timeout: float = 1500.0  # the storm and the repair together
 
 
@@ -206,7 +207,7 @@ def run_chaos(stack: Any, config: ChaosConfig, say: Callable[[str], None] = prin
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     deadline = t0 + config.timeout
-    plan = make_plan(config.seed, config.runs, uuid.uuid4().hex[:6])
+    plan = make_plan(config.seed, config.runs, uuid.uuid4().hex[:6], config.duplicates)
     for version in plan.versions:  # late versions are registered by the storm
         register(stack, version.spec())
     say(

@@ -346,6 +346,10 @@ def _incomplete_writes(rng: random.Random, v: VersionPlan) -> tuple[list[str], s
     return required, None
 
 
+Duplicates = tuple[int, int, int]  # weights of 0, 1 and 2 extra publishes of a notification
+DUPLICATES: Duplicates = (65, 22, 13)  # about one extra publish per two notifications
+
+
 @dataclass(frozen=True)
 class Extras:
     overwrite: bool
@@ -354,7 +358,13 @@ class Extras:
 
 
 def make_run(
-    rng: random.Random, index: int, version: VersionPlan, wave: int, kind: RunKind, extras: Extras
+    rng: random.Random,
+    index: int,
+    version: VersionPlan,
+    wave: int,
+    kind: RunKind,
+    extras: Extras,
+    duplicates: Duplicates = DUPLICATES,
 ) -> RunPlan:
     if kind is RunKind.FAILED:
         writes, closer = _failed_writes(rng, version)
@@ -371,7 +381,7 @@ def make_run(
     if kind is RunKind.FAILED:
         run.marker_text = f"chaos: step {rng.randint(1, 9)} of run {index} ran out of memory"
     for path in run.all_paths():
-        run.copies[path] = rng.choices((0, 1, 2), weights=(65, 22, 13))[0]
+        run.copies[path] = rng.choices((0, 1, 2), weights=duplicates)[0]
     return run
 
 
@@ -463,7 +473,7 @@ def _closest(rng: random.Random, known: list[VersionPlan]) -> VersionPlan:
     return rng.choice([v for v in known if abs(v.size - target) == best])
 
 
-def make_plan(seed: int, runs: int, token: str) -> Plan:
+def make_plan(seed: int, runs: int, token: str, duplicates: Duplicates = DUPLICATES) -> Plan:
     rng = random.Random(seed)
     wave_size = max(10, runs // 20)
     waves = max(1, -(-runs // wave_size))
@@ -488,7 +498,8 @@ def make_plan(seed: int, runs: int, token: str) -> Plan:
             # its first deliveries need the registry (the handler caches specs).
             version = fresh[slot] if slot < len(fresh) else _closest(rng, known)
             index = len(plan_runs)
-            plan_runs.append(make_run(rng, index, version, wave, kinds[index], extras[index]))
+            run = make_run(rng, index, version, wave, kinds[index], extras[index], duplicates)
+            plan_runs.append(run)
     malformed_all = malformed_messages(rng, token, max(9, runs // 50))
     malformed: dict[int, list[Malformed]] = {}
     for message in malformed_all:

@@ -150,7 +150,11 @@ def injected_rows(result: ChaosResult) -> list[tuple[str, Any]]:
         ("overwrites (new generation)", f"{i['overwrites']} in {i['runs_with_overwrites']} runs"),
         ("runs with an unexpected object", i["runs_with_unexpected_objects"]),
         ("Storage notifications for those writes", i["storage_notifications"]),
-        ("duplicate publishes (each notification 1 to 3 times)", i["duplicate_publishes"]),
+        (
+            "duplicate publishes (each notification 1 to 3 times, weights"
+            f" {'/'.join(map(str, c.duplicates))})",
+            i["duplicate_publishes"],
+        ),
         ("deliveries in flight", c.concurrency),
         (
             f"handler crashes in code ({c.fault_rate:.0%} at each step a delivery reaches)",
