@@ -409,8 +409,9 @@ def readme_summary(result: ChaosResult, extras: Extras) -> str:
             f" schemathesis on the registry: {schema}."
             f" Security: {security}.",
             "",
-            f"Seed {result.config.seed}, {result.timings.get('total', 0) / 60:.1f} minutes;"
-            " figures and method: [docs/reliability.md](docs/reliability.md).",
+            f"Seed {result.config.seed}; the chaos run {result.timings.get('total', 0) / 60:.1f}"
+            f" minutes, `make chaos` in all {extras.seconds / 60:.1f}; figures and method:"
+            " [docs/reliability.md](docs/reliability.md).",
             "",
         ]
     )
