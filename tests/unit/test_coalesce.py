@@ -221,3 +221,66 @@ def test_the_gate_in_the_cloud_model_lists_a_fast_run_once_per_instance() -> Non
     result = simulate(1000, 2, None)
     assert result.listings <= 4
     assert result.completion_s < 1.0
+
+
+def test_a_backlog_lists_on_the_interval_without_waiting_for_quiet() -> None:
+    """Deliveries of objects written seconds ago (an instance behind its writers) keep coming
+    every 50 ms: a run that waited for quiet would list only when the backlog drained."""
+    gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert gate.step(RUN, first, 0.0) == ListNow()  # at once: no quiet window
+    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}))
+    token = gate.arrive(RUN, 0.05, "s/1", needed=1000, age=5.0)
+    assert gate.step(RUN, token, 0.05) == Wait(1.0)  # the interval since the last start
+    on_time = gate.arrive(RUN, 1.0, "s/2", needed=1000, age=5.0)
+    assert gate.step(RUN, on_time, 1.0) == ListNow()
+
+
+def test_the_same_deliveries_on_time_wait_for_quiet() -> None:
+    gate = Gate(quiet_s=0.2, interval_s=1.0, behind_s=1.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=0.3)
+    assert gate.step(RUN, first, 0.0) == Wait(0.2)
+
+
+def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> None:
+    """900 of 1,000 found, written at 50 a second: the rest may be there 2 s after that listing
+    started, sooner than the grown interval; never sooner than the least interval, never later
+    than the greatest."""
+    gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert gate.step(RUN, first, 0.0) == ListNow()
+    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=50.0)
+    second = gate.arrive(RUN, 10.0, "s/1", needed=1000, age=5.0)
+    assert gate.step(RUN, second, 10.0) == ListNow()
+    gate.finish(RUN, second, matched=900, listed=frozenset({"s/1"}), rate=50.0)
+    third = gate.arrive(RUN, 10.1, "s/2", needed=1000, age=5.0)
+    assert gate.interval(RUN, 10.1) == pytest.approx(5.05)
+    assert gate.step(RUN, third, 10.1) == Wait(12.0)  # 100 missing at 50 a second
+    gate.finish(RUN, third, matched=999, rate=1000.0)  # not its listing: ignored
+    assert gate.step(RUN, third, 10.2) == Wait(12.0)
+    slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert slow.step(RUN, token, 0.0) == ListNow()
+    slow.finish(RUN, token, matched=500, listed=frozenset({"s/0"}), rate=1e6)
+    later = slow.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
+    assert slow.step(RUN, later, 0.5) == Wait(1.0)  # due at once: the least interval first
+
+
+def test_coalescer_measures_a_deliverys_age_with_the_wall_clock() -> None:
+    coalescer = Coalescer(Gate(quiet_s=0.2, behind_s=1.0), clock=lambda: 0.0, wall=lambda: 1_000.0)
+    assert coalescer.turn(RUN, "s/0", 10, written=990.0) is not None  # 10 s old: lists at once
+
+
+def test_a_backlog_far_from_complete_waits_for_its_estimate_up_to_the_greatest_interval() -> None:
+    gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert gate.step(RUN, first, 0.0) == ListNow()
+    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=300.0)
+    soon = gate.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
+    assert gate.step(RUN, soon, 0.5) == Wait(3.0)  # 900 at 300 a second, not every second
+    slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert slow.step(RUN, token, 0.0) == ListNow()
+    slow.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    later = slow.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
+    assert slow.step(RUN, later, 0.5) == Wait(8.0)  # 60 s at that rate: the greatest interval

@@ -496,3 +496,16 @@ def test_scan_verdict_equals_brute_force(case: tuple[Spec, set[str], str, bool, 
         assert isinstance(scan.result, Complete | Failed)
         listed = [output.entry.path for output in scan.result.outputs]
         assert listed == sorted(outputs, key=lambda path: path.encode("utf-8"))
+
+
+def test_the_write_rate_of_a_listing_comes_from_its_objects_creation_times() -> None:
+    from tally_handler.completeness import write_rate
+
+    def entry(i: int, created: str | None) -> Entry:
+        return Entry(f"s/{i}", 1, time_created=created)
+
+    times = [f"2026-12-01T00:00:{s:02d}.000Z" for s in (0, 1, 2, 4)]
+    assert write_rate([entry(i, t) for i, t in enumerate(times)]) == 0.75  # 3 gaps in 4 s
+    assert write_rate([entry(0, times[0])]) is None  # one object: no rate
+    assert write_rate([entry(0, times[0]), entry(1, times[0])]) is None  # no time between
+    assert write_rate([entry(0, None), entry(1, "not a time"), entry(2, times[0])]) is None

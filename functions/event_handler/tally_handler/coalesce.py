@@ -23,8 +23,17 @@ below lets one delivery's listing cover the others of its instance:
   quiet window and the interval, so the run's last delivery lists at once. The estimate: the
   previous listing's matches plus the distinct outputs delivered here since (not listed by it),
   times this instance's share (matches gained between its last two listings per output it was
-  delivered meanwhile: with K instances about K). Urgency and intervals only move costs and
-  latency; the hand-over alone makes the scheme correct.
+  delivered meanwhile: with K instances about K);
+- behind: a delivery of an object written more than ``behind_s`` before it arrived says that
+  the instance works through a backlog. The folder then holds more than the deliveries say, and
+  the run never goes quiet here until the backlog drains, which may be long after its last write.
+  So the quiet window does not apply: the first listing starts at once, the next one when the
+  run may be complete at the write rate the previous listing saw (its objects' creation times),
+  not sooner than ``interval_s`` nor later than ``max_interval_s`` (without a rate: the
+  interval). Completion follows the last write, not the end of the backlog, and a backlog costs
+  about one listing per instance and estimate, not one per interval.
+Urgency, intervals and the backlog rule only move costs and latency; the hand-over alone makes
+the scheme correct.
 
 Cloud Run gives no CPU outside requests, so the work is always done inside the request of the
 delivery that owes it. ``Gate`` is the pure state machine (times are passed in);
@@ -41,6 +50,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "BEHIND_S",
     "INTERVAL_ENV",
     "INTERVAL_GROWTH",
     "INTERVAL_S",
@@ -64,6 +74,7 @@ INTERVAL_S = 1.0  # the least interval between listings of a run on an instance 
 INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there ...
 MAX_INTERVAL_S = 8.0  # ... up to this
 MAX_SHARE_RATIO = 64.0
+BEHIND_S = 1.0  # a delivery this late after its object's write: the instance has a backlog
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
 MAX_RUNS = 1000
 
@@ -94,6 +105,8 @@ class _Run:
     newest: int | None = None  # the token that owes the next listing
     newest_since: float = 0.0
     urgent: bool = False
+    behind: bool = False  # the newest delivery came late: a backlog (see "behind")
+    needed: int = 0
     lister: int | None = None  # the token whose listing is in flight
     listing_since: float = 0.0
     last_start: float | None = None
@@ -101,6 +114,7 @@ class _Run:
     matched: int = 0  # matches counted by the last finished listing
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
+    due_in: float = float("inf")  # after the last start: the rest written, at the rate it saw
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
     fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
 
@@ -116,21 +130,26 @@ class Gate:
         max_runs: int = MAX_RUNS,
         growth: float = INTERVAL_GROWTH,
         max_interval_s: float = MAX_INTERVAL_S,
+        behind_s: float = BEHIND_S,
     ) -> None:
         self.quiet_s = quiet_s
         self.interval_s = interval_s
         self.growth = growth
         self.max_interval_s = max(max_interval_s, interval_s)
         self.stale_s = stale_s
+        self.behind_s = behind_s
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._tokens = 0
         self.listings = 0
         self.covered = 0
 
-    def arrive(self, run: str, now: float, path: str = "", needed: int = 0) -> int:
+    def arrive(
+        self, run: str, now: float, path: str = "", needed: int = 0, age: float = 0.0
+    ) -> int:
         """A delivery of ``path`` needs a whole-folder listing of ``run``; ``needed``: the
-        matches that complete it. Any older waiting delivery of the run is now covered."""
+        matches that complete it; ``age``: seconds since its object was written. Any older
+        waiting delivery of the run is now covered."""
         self._tokens += 1
         state = self._runs.get(run)
         if state is None:
@@ -141,6 +160,8 @@ class Gate:
             state.fresh.add(path)
         state.newest = self._tokens
         state.newest_since = now
+        state.needed = needed
+        state.behind = age > self.behind_s
         state.urgent = state.matched + state.ratio * len(state.fresh) >= needed
         return self._tokens
 
@@ -162,7 +183,15 @@ class Gate:
         if state.lister is not None and now - state.listing_since < self.stale_s:
             return Wait(state.listing_since + self.stale_s)
         earliest = now
-        if not state.urgent:
+        if state.urgent:
+            pass
+        elif state.behind:  # a backlog never goes quiet: when the run may be complete
+            if state.last_start is not None:
+                due = self.interval(run, now)
+                if state.due_in != float("inf"):
+                    due = max(self.interval_s, min(self.max_interval_s, state.due_in))
+                earliest = state.last_start + due
+        else:
             earliest = state.newest_since + self.quiet_s
             if state.last_start is not None:
                 earliest = max(earliest, state.last_start + self.interval(run, now))
@@ -179,12 +208,17 @@ class Gate:
         return ListNow()
 
     def finish(
-        self, run: str, token: int, matched: int | None, listed: frozenset[str] = frozenset()
+        self,
+        run: str,
+        token: int,
+        matched: int | None,
+        listed: frozenset[str] = frozenset(),
+        rate: float | None = None,
     ) -> None:
         """The listing of ``token`` is over: ``matched`` outputs of the patterns among the paths
-        ``listed`` (None when it failed). Urgency only: never a reason to skip a listing (a
-        listing of several pages is no snapshot; only one that STARTED after an object's write
-        proves anything about the run at that time)."""
+        ``listed`` (None when it failed), written at ``rate`` objects a second. Urgency only:
+        never a reason to skip a listing (a listing of several pages is no snapshot; only one
+        that STARTED after an object's write proves anything about the run at that time)."""
         state = self._runs.get(run)
         if state is None or state.lister != token:
             return
@@ -195,6 +229,7 @@ class Gate:
                 gained = (matched - state.matched) / delivered
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
             state.matched = matched
+            state.due_in = max(0, state.needed - matched) / rate if rate else float("inf")
             state.listed = listed
             state.fresh -= listed
 
@@ -230,9 +265,11 @@ class Coalescer:
         gate: Gate | None = None,
         clock: Callable[[], float] = time.monotonic,
         wait: Waiter | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.gate = gate or Gate()
         self.clock = clock
+        self.wall = wall  # against objects' write times (Storage's clock, as NTP keeps both)
         self._cond = threading.Condition()
         self._wait: Waiter = wait or (lambda cond, timeout: cond.wait(timeout))
 
@@ -250,10 +287,12 @@ class Coalescer:
             )
         )
 
-    def turn(self, run: str, path: str, needed: int) -> int | None:
-        """A token when this delivery lists now (call ``finish`` after), None when covered."""
+    def turn(self, run: str, path: str, needed: int, written: float | None = None) -> int | None:
+        """A token when this delivery lists now (call ``finish`` after), None when covered;
+        ``written``: when its object was written (epoch seconds), if known."""
         with self._cond:
-            token = self.gate.arrive(run, self.clock(), path, needed)
+            age = 0.0 if written is None else self.wall() - written
+            token = self.gate.arrive(run, self.clock(), path, needed, age)
             self._cond.notify_all()  # the previous newest is covered now
             try:
                 while True:
@@ -269,8 +308,13 @@ class Coalescer:
                 raise
 
     def finish(
-        self, run: str, token: int, matched: int | None, listed: frozenset[str] = frozenset()
+        self,
+        run: str,
+        token: int,
+        matched: int | None,
+        listed: frozenset[str] = frozenset(),
+        rate: float | None = None,
     ) -> None:
         with self._cond:
-            self.gate.finish(run, token, matched, listed)
+            self.gate.finish(run, token, matched, listed, rate)
             self._cond.notify_all()

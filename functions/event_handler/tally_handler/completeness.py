@@ -29,6 +29,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import pairwise
 
 from tally_handler.errors import ListingOrderError, UnsatisfiableSpec
@@ -53,11 +54,13 @@ __all__ = [
     "affects_completeness",
     "assess",
     "check_satisfiable",
+    "epoch_seconds",
     "evaluate",
     "in_range",
     "key_ranges",
     "missing_path",
     "split_points",
+    "write_rate",
 ]
 
 FIRST_PAGE_SIZE = 8
@@ -424,3 +427,22 @@ def evaluate(
 ) -> Result:
     """The verdict on a whole run folder's entries (sorted by path)."""
     return assess(spec, entries, manifest_name, failure_marker).verdict(start_path)
+
+
+def epoch_seconds(text: str | None) -> float | None:
+    """Seconds since the epoch of a Storage time; None when absent or unreadable (then the gate
+    goes without: the times only move costs and latency)."""
+    try:
+        value = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def write_rate(entries: list[Entry]) -> float | None:
+    """Objects written per second over the listed objects' creation times (None: unknown)."""
+    times = [t for t in (epoch_seconds(entry.time_created) for entry in entries) if t is not None]
+    span = max(times) - min(times) if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else None

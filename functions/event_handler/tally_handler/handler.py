@@ -43,10 +43,12 @@ from tally_handler.completeness import (
     affects_completeness,
     assess,
     check_satisfiable,
+    epoch_seconds,
     in_range,
     key_ranges,
     missing_path,
     split_points,
+    write_rate,
 )
 from tally_handler.config import Config
 from tally_handler.delivery import Delivery, EventType, Notification
@@ -132,6 +134,7 @@ class Work:
     change: Change  # the delivery's own object
     kind: OutputKind
     actor: Actor
+    written: str | None = None  # when the delivery's object was written (its timeCreated)
 
 
 class Handler:
@@ -225,7 +228,7 @@ class Handler:
             None if deleted else n.generation,
             (n.event_time or delivery.publish_time) if deleted else None,
         )
-        work = Work(spec, run, change, kind, actor)
+        work = Work(spec, run, change, kind, actor, n.time_created)
         known = self.cache.announced(run.key)
         if known is not None and _matches(known, change, kind):
             return self._after_completion(known.revision, known.state)
@@ -409,21 +412,22 @@ class Handler:
         needed = sum(pattern.count for pattern in spec.required_patterns)
         expected = spec.expects(own)
         counted = own if isinstance(expected, ExpectedPattern) and expected.required else ""
-        token = self.coalescer.turn(run.key, counted, needed)
+        token = self.coalescer.turn(run.key, counted, needed, epoch_seconds(work.written))
         if token is None:
             return Incomplete(
                 "a newer delivery of this run on this instance lists the run folder after this"
                 " output was written (coalesced listing)"
             )
-        matched = None
+        matched = rate = None
         listed: frozenset[str] = frozenset()
         try:
             entries = self._list_folder(run)
             found = assess(spec, entries, self.config.manifest_name, self.config.failure_marker)
             matched = found.pattern_outputs
             listed = frozenset(entry.path for entry in entries)
+            rate = write_rate(entries)
         finally:
-            self.coalescer.finish(run.key, token, matched, listed)
+            self.coalescer.finish(run.key, token, matched, listed, rate)
         return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
 
     def _list_folder(self, run: Run) -> list[Entry]:
