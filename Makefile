@@ -19,7 +19,7 @@ LOAD_PACKAGES := stress-ng
 LOAD_CPUS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run demo test test-under-load lint fmt unit bench bench-quick chaos fuzz docs clean
+.PHONY: help install run demo test test-under-load lint fmt unit bench bench-full bench-quick chaos fuzz docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ unit: $(VENV)/.installed  ## the tests that need no server
 
 bench: install  ## every benchmark; rewrites bench/results/ and docs/benchmarks.md
 	$(PY) -m bench
+
+bench-full: install  ## make bench with more runs, N = 10,000 measured and today's design (an hour or more)
+	$(PY) -m bench --full
 
 bench-quick: install  ## a smoke run of the benchmarks
 	$(PY) -m bench --quick

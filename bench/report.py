@@ -434,7 +434,8 @@ def markdown(results: dict[str, Any]) -> str:
         "complete file (bench/baseline.py). Both are measured side by side in one run on the same "
         "local platform, with the handler's CPU per delivery, the functions' cold start and the "
         "registry. "
-        f"Generated {results['generated_at']} in {results['elapsed_s']:.0f} s.",
+        f"Generated {results['generated_at']} by `{results.get('command', 'make bench')}` in"
+        f" {results['elapsed_s']:.0f} s.",
         "",
         "Every figure on this page was measured with "
         + e2e.get("platform", HISTORIC_PLATFORM)
