@@ -221,6 +221,11 @@ def render(results: dict[str, Any]) -> None:
         path = RESULTS_DIR / f"{name}.json"
         if results.get(name) is None and path.exists():
             results[name] = json.loads(path.read_text())
+    extra = RESULTS_DIR / sharded.EXTRA
+    if extra.exists():
+        results["sharded"] = sharded.with_extra(
+            results.get("sharded"), json.loads(extra.read_text())
+        )
     model = Model(**results["model"]["values"])
     results["summary"] = report.summarize(results["e2e"]["records"], model)
     for path in report.plots(results["summary"], model):

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import driver
@@ -370,8 +371,6 @@ ALTERNATIVES = (
 
 def plot(records: list[dict[str, Any]], model: Model) -> Any:
     """List entries per output and p99 delivery per configuration (log scale)."""
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,3 +400,82 @@ def plot(records: list[dict[str, Any]], model: Model) -> Any:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# -- chosen configurations, measured on their own -------------------------------------------
+
+EXTRA = "sharded-extra.json"  # bench/results/: runs measured by `python -m bench.sharded`
+
+
+def merge_extra(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The file's records with ``records`` replacing those of the same label."""
+    import json
+
+    kept = json.loads(path.read_text()) if path.exists() else []
+    labels = {r["label"] for r in records}
+    return [r for r in kept if r["label"] not in labels] + records
+
+
+def with_extra(
+    records: list[dict[str, Any]] | None, extra: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The page's rows: the last `make bench`, then the separately measured configurations it
+    did not run."""
+    records = list(records or [])
+    labels = {r["label"] for r in records}
+    return records + [r for r in extra if r["label"] not in labels]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure chosen configurations (e.g. N = 10,000, which `make bench` only derives) and keep
+    them in bench/results/sharded-extra.json; `python -m bench --report-only` puts them on the
+    page next to the last `make bench`."""
+    import argparse
+    import json
+    import os
+    import uuid
+    from datetime import UTC, datetime
+
+    from bench.bqsink import BigQuerySink
+    from devstack import Stack
+
+    parser = argparse.ArgumentParser(prog="python -m bench.sharded", description=main.__doc__)
+    parser.add_argument("--n", type=int, default=10_000, help="outputs of the pattern (10000)")
+    parser.add_argument("--orders", default=",".join(ORDERS), help="write orders, comma-separated")
+    parser.add_argument("--instances", default="1,4", help="handler instance counts (1,4)")
+    parser.add_argument("--pace", type=float, help="writes per second (default: full speed)")
+    args = parser.parse_args(argv)
+    orders = args.orders.split(",")
+    unknown = sorted(set(orders) - set(ORDERS))
+    if unknown:
+        parser.error(f"unknown write order(s) {unknown}: choose from {', '.join(ORDERS)}")
+    instances = tuple(int(k) for k in args.instances.split(","))
+    plan = Plan(tuple(Config(args.n, o, k, args.pace) for k in instances for o in orders))
+    root = Path(__file__).resolve().parent.parent
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - started:5.0f} s] {text}", flush=True)
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    with BigQuerySink() as sink:
+        environ = {**os.environ, "TALLY_BIGQUERY_ENDPOINT": sink.url}
+        records = run(
+            plan,
+            lambda k: Stack(
+                state_dir=root / ".devstack" / f"bench-shards-{k}", instances=k, environ=environ
+            ),
+            uuid.uuid4().hex[:6],
+            say,
+            sink,
+        )
+    for r in records:
+        r["note"] = f"N = {r['n']:,} measured on its own by `python -m bench.sharded` on {when}"
+    path = root / "bench" / "results" / EXTRA
+    path.write_text(json.dumps(merge_extra(path, records), indent=2, default=str) + "\n")
+    say(f"written to {path.relative_to(root)}; `python -m bench --report-only` renders the page")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
