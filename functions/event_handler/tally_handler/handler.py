@@ -6,7 +6,9 @@ The decision for a finalize notification of an expected output:
    delivery's own output in sorted order (outputs this instance already saw are skipped), with up
    to PROBES object reads, then with list pages of growing size (completeness.Scan).
 2. Only a delivery that finds nothing missing lists the whole run folder; from that listing the
-   announcer claims revision 1 and announces it (announce.Announcer).
+   announcer claims revision 1 and announces it (announce.Announcer). On one instance one such
+   delivery of a run at a time lists and announces (``Finishers``); the others wait for it and
+   most then find their object in what it announced.
 3. An incomplete verdict is checked against the run's announcement record (one read, skipped when
    this instance knows the run announced): a run announced (or failed) stays so; a delivery
    naming a generation the announced revision does not list is a change, and the announcer
@@ -24,8 +26,9 @@ import bisect
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -60,10 +63,20 @@ from tally_handler.ports import CountedStorage, Storage
 from tally_handler.rows import StorageOps
 from tally_handler.spec import ExpectedPattern, Spec
 
-__all__ = ["LIST_THREADS", "PROBES", "Handler", "PresenceCache", "Work", "claimant_of"]
+__all__ = [
+    "FINISH_WAIT_S",
+    "LIST_THREADS",
+    "PROBES",
+    "Finishers",
+    "Handler",
+    "PresenceCache",
+    "Work",
+    "claimant_of",
+]
 
 PROBES = 3  # object reads before switching to list pages (see docs/benchmarks.md)
 LIST_THREADS = 16  # key ranges of one whole-folder listing listed at once
+FINISH_WAIT_S = 5.0  # the longest a delivery waits for another one finishing its run
 _UNSET: object = object()
 
 
@@ -125,6 +138,73 @@ class PresenceCache:
             self._opened.pop(run, None)
 
 
+class Finishers:
+    """Per instance: one delivery at a time lists a run that looks complete and announces it.
+
+    A run's last outputs often land together, so several of its deliveries find nothing missing
+    at once; each would list the whole folder and try the claim, and all but one would be refused
+    (412). Instead the others wait for the one in turn (at most ``wait_s``, then they go on as if
+    alone) and first look at what it announced: a delivery whose object it lists is done. Only
+    an optimisation: a waiter that finds its object unannounced decides as before."""
+
+    def __init__(self, wait_s: float = FINISH_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._runs: dict[str, tuple[threading.Lock, list[int]]] = {}  # lock, deliveries at it
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def turn(self, run: str) -> Iterator[bool]:
+        """The run's turn on this instance; yields whether another delivery had it first."""
+        lock = self._enter(run, always=True)
+        assert lock is not None
+        held = lock.acquire(blocking=False)
+        waited = not held
+        try:
+            if waited:
+                held = lock.acquire(timeout=self.wait_s)
+            yield waited
+        finally:
+            if held:
+                lock.release()
+            self._leave(run)
+
+    def await_turn(self, run: str) -> bool:
+        """Wait (at most ``wait_s``) while another delivery has the run's turn, without taking
+        it; whether there was one. A delivery arriving meanwhile looks at its result first."""
+        lock = self._enter(run, always=False)
+        if lock is None:
+            return False
+        try:
+            if lock.acquire(timeout=self.wait_s):
+                lock.release()
+        finally:
+            self._leave(run)
+        return True
+
+    def waiting(self, run: str) -> int:
+        """Deliveries of the run waiting at this instance (observability and tests)."""
+        with self._guard:
+            entry = self._runs.get(run)
+            return entry[1][0] - 1 if entry else 0
+
+    def _enter(self, run: str, always: bool) -> threading.Lock | None:
+        with self._guard:
+            entry = self._runs.get(run)
+            if entry is None:
+                if not always:
+                    return None
+                entry = self._runs[run] = (threading.Lock(), [0])
+            entry[1][0] += 1
+            return entry[0]
+
+    def _leave(self, run: str) -> None:
+        with self._guard:
+            count = self._runs[run][1]
+            count[0] -= 1
+            if count[0] == 0:
+                del self._runs[run]
+
+
 @dataclass(frozen=True, slots=True)
 class Work:
     """What one delivery of a run's object decides on, once its spec is known."""
@@ -147,6 +227,7 @@ class Handler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache: PresenceCache | None = None,
         coalescer: Coalescer | object | None = _UNSET,
+        finishers: Finishers | None = None,
     ) -> None:
         self.config = config
         self.layout = config.layout
@@ -159,6 +240,7 @@ class Handler:
         self.coalescer: Coalescer | None = (
             Coalescer.from_env() if coalescer is _UNSET else coalescer  # type: ignore[assignment]
         )
+        self.finishers = finishers if finishers is not None else Finishers()
         self._splits: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # key ranges per run
         self._splits_lock = threading.Lock()
         announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
@@ -229,9 +311,9 @@ class Handler:
             (n.event_time or delivery.publish_time) if deleted else None,
         )
         work = Work(spec, run, change, kind, actor, n.time_created)
+        if covered := self._announced_here(work):
+            return covered
         known = self.cache.announced(run.key)
-        if known is not None and _matches(known, change, kind):
-            return self._after_completion(known.revision, known.state)
         if deleted:
             return self._against_record(
                 work,
@@ -261,10 +343,32 @@ class Handler:
                 ),
             )
         if work.kind is OutputKind.FAILURE_MARKER:
-            verdict = self._scan(spec, run, "", exhaustive=True)
-        else:
-            self.cache.add_present(run.key, {change.path})
-            verdict = self._decide(work)
+            return self._conclude(work, self._scan(spec, run, "", exhaustive=True))
+        if self.finishers.await_turn(run.key) and (covered := self._announced_here(work)):
+            return covered
+        self.cache.add_present(run.key, {change.path})
+        verdict = self._probe(work)
+        if verdict is None and self.coalescer is not None and spec.required_patterns:
+            verdict = self._whole_folder(work)
+        if isinstance(verdict, Incomplete):
+            return self._conclude(work, verdict)
+        with self.finishers.turn(run.key) as waited:
+            if waited and (covered := self._announced_here(work)):
+                return covered
+            if verdict is None:  # nothing found missing: the whole folder decides
+                verdict = self._scan(spec, run, "")
+            return self._conclude(work, verdict)
+
+    def _announced_here(self, work: Work) -> Handled | None:
+        """After-completion if this instance knows the run announced with this very object."""
+        known = self.cache.announced(work.run.key)
+        if known is not None and _matches(known, work.change, work.kind):
+            return self._after_completion(known.revision, known.state)
+        return None
+
+    def _conclude(self, work: Work, verdict: Complete | Incomplete | Failed) -> Handled:
+        """Act on a verdict about the run: announce it, or record the delivery."""
+        run = work.run
         self.config.faults.maybe_fail("after_listing")
         if isinstance(verdict, Incomplete):
             return self._against_record(
@@ -384,8 +488,9 @@ class Handler:
                 self.cache.forget_opened(run.key)
                 raise
 
-    def _decide(self, work: Work):
-        """Incomplete as soon as one required output is missing; else the full listing's verdict."""
+    def _probe(self, work: Work) -> Complete | Incomplete | Failed | None:
+        """Incomplete as soon as one required output is missing; after PROBES reads, a Scan's
+        verdict; None if the reads found nothing missing: then the whole folder decides."""
         spec, run, own = work.spec, work.run, work.change.path
         required = spec.required_paths
         known = self.cache.present(run.key)
@@ -400,15 +505,14 @@ class Handler:
             if not self.storage.exists(run.bucket, run.prefix + path):
                 return missing_path(path)
             self.cache.add_present(run.key, {path})
-        return self._whole_folder(work)  # nothing missing: the whole folder decides
+        return None
 
-    def _whole_folder(self, work: Work):
-        """The whole folder's verdict. With a required pattern (counted over the whole folder,
-        so every delivery needs it), through the coalescing gate: one listing covers every
-        delivery of the run that arrived on this instance before it started (coalesce.py)."""
+    def _whole_folder(self, work: Work) -> Complete | Incomplete | Failed:
+        """The whole folder's verdict for a run with a required pattern (counted over the whole
+        folder, so every delivery needs it), through the coalescing gate: one listing covers
+        every delivery of the run that arrived on this instance before it started (coalesce.py)."""
         spec, run, own = work.spec, work.run, work.change.path
-        if self.coalescer is None or not spec.required_patterns:
-            return self._scan(spec, run, "")
+        assert self.coalescer is not None
         needed = sum(pattern.count for pattern in spec.required_patterns)
         expected = spec.expects(own)
         counted = own if isinstance(expected, ExpectedPattern) and expected.required else ""
