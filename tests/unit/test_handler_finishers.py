@@ -1,5 +1,7 @@
-"""One delivery at a time finishes a run on an instance (handler.Finishers): the others of the
-same run wait for it and are done if it announced their object. Real threads, in-memory ports."""
+"""Finishing a run on an instance: one delivery at a time lists a complete-looking run and
+announces it (handler.Finishers), the others of the same run wait for it and are done if it
+announced their object; an instance that listed a run complete reads its record rather than
+listing again. Real threads, in-memory ports."""
 
 from __future__ import annotations
 
@@ -11,10 +13,16 @@ from typing import Any
 from tally_handler.handler import Finishers
 from tally_handler.manifest import RECORD_NAME
 from tally_handler.outcomes import Outcome
+from tally_handler.rows import StorageOps
+from tally_handler.spec import Spec
 
-from tests.unit.world import BUCKET, REQUIRED, World, outcome
+from tests.unit.world import BUCKET, REQUIRED, VERSION, WORKFLOW, World, outcome
 
 DEADLINE_S = 30.0
+EXACT = ("a.txt", "b.txt", "c.txt", "d.txt", "e.txt")
+EXACT_SPEC = Spec.from_json(
+    {"workflow": WORKFLOW, "version": VERSION, "expected_outputs": [{"path": p} for p in EXACT]}
+)
 
 
 def poll(condition: Callable[[], bool], what: str) -> None:
@@ -67,10 +75,11 @@ def test_a_waiter_goes_on_alone_after_the_bound() -> None:
 
 
 def test_deliveries_of_a_complete_run_on_one_instance_claim_once() -> None:
-    """Every output lands, then all deliveries arrive together on one instance: one lists and
-    claims; the others wait for it and answer from what it announced (no refused claim)."""
-    world = World(instances=1)
-    deliveries = [world.write("r1", path) for path in REQUIRED]
+    """Every output of a run without patterns lands, then all deliveries arrive together on one
+    instance: one lists and claims; the others wait for it and answer from what it announced
+    (no refused claim)."""
+    world = World(instances=1, spec=EXACT_SPEC)
+    deliveries = [world.write("r1", path) for path in EXACT]
     handler = world.handlers[0]
     run_key = handler.layout.run(BUCKET, handler.layout.match(deliveries[0].notification.name)).key  # type: ignore[union-attr, arg-type]
     publish = world.publisher.publish
@@ -105,3 +114,20 @@ def test_deliveries_of_a_complete_run_on_one_instance_claim_once() -> None:
     )
     assert len(world.messages("r1")) == 1
     assert len(record_writes) == 2, "one claim and its mark: nobody tried a claim held already"
+
+
+def test_an_instance_that_listed_a_run_complete_reads_the_record_not_the_folder() -> None:
+    """A run with a pattern: instance 1 listed it complete but lost the claim to instance 0
+    (which died after publishing); the run's next delivery on instance 1 reads the record once
+    instead of listing the whole folder again."""
+    world = World()
+    deliveries = [world.write("r1", path) for path in REQUIRED]
+    assert world.deliver(deliveries[0], instance=0, crash_after_publish=True) is None
+    first = world.deliver(deliveries[1], instance=1)
+    assert outcome(first) is Outcome.AFTER_COMPLETION, first  # the claim is instance 0's
+    assert world.handlers[1].coalescer.gate.counted_complete(first.run.key)  # type: ignore[union-attr]
+    ops = StorageOps()
+    again = world.handlers[1].notification(deliveries[2], ops)
+    assert outcome(again) is Outcome.AFTER_COMPLETION, again
+    assert "claimed revision 1" in again.detail
+    assert (ops.lists, ops.reads, ops.writes) == (0, 1, 0), ops

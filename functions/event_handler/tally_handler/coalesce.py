@@ -240,6 +240,11 @@ class Gate:
         if state is not None and state.newest == token:
             state.newest = None
 
+    def counted_complete(self, run: str) -> bool:
+        """Whether the last listing here counted exactly the matches that complete the run."""
+        state = self._runs.get(run)
+        return state is not None and 0 < state.needed == state.matched
+
     def busy(self, run: str) -> bool:
         state = self._runs.get(run)
         return state is not None and (state.newest is not None or state.lister is not None)
@@ -306,6 +311,10 @@ class Coalescer:
             except BaseException:
                 self.gate.leave(run, token)
                 raise
+
+    def counted_complete(self, run: str) -> bool:
+        with self._cond:
+            return self.gate.counted_complete(run)
 
     def finish(
         self,

@@ -344,19 +344,43 @@ class Handler:
             )
         if work.kind is OutputKind.FAILURE_MARKER:
             return self._conclude(work, self._scan(spec, run, "", exhaustive=True))
+        if self.coalescer is not None and spec.required_patterns:
+            return self._counted(work)
         if self.finishers.await_turn(run.key) and (covered := self._announced_here(work)):
             return covered
         self.cache.add_present(run.key, {change.path})
         verdict = self._probe(work)
-        if verdict is None and self.coalescer is not None and spec.required_patterns:
+        if isinstance(verdict, Incomplete):
+            return self._conclude(work, verdict)
+        return self._finish(work, verdict)
+
+    def _counted(self, work: Work) -> Handled:
+        """An output of a run with a required pattern: after the probes, the coalesced
+        whole-folder listing decides; but once this instance listed the run complete, its
+        record (one read) says more cheaply whether a delivery announced it. (Waiting for the
+        finisher instead would hold a backlog's deliveries for the whole announcement.)"""
+        assert self.coalescer is not None
+        run = work.run
+        self.cache.add_present(run.key, {work.change.path})
+        verdict = self._probe(work)
+        if verdict is None and self.coalescer.counted_complete(run.key):
+            found = self.announcer.record(run)
+            if found is not None:
+                return self._with_record(work, *found)
+        if verdict is None:
             verdict = self._whole_folder(work)
         if isinstance(verdict, Incomplete):
             return self._conclude(work, verdict)
-        with self.finishers.turn(run.key) as waited:
+        return self._finish(work, verdict)
+
+    def _finish(self, work: Work, verdict: Complete | Failed | None) -> Handled:
+        """The run looks complete: one delivery at a time per instance lists it (if no listing
+        decided yet) and announces it; one that waited is done if it announced its object."""
+        with self.finishers.turn(work.run.key) as waited:
             if waited and (covered := self._announced_here(work)):
                 return covered
             if verdict is None:  # nothing found missing: the whole folder decides
-                verdict = self._scan(spec, run, "")
+                verdict = self._scan(work.spec, work.run, "")
             return self._conclude(work, verdict)
 
     def _announced_here(self, work: Work) -> Handled | None:
