@@ -8,7 +8,9 @@ The decision for a finalize notification of an expected output:
 2. Only a delivery that finds nothing missing lists the whole run folder; from that listing the
    announcer claims revision 1 and announces it (announce.Announcer). On one instance one such
    delivery of a run at a time lists and announces (``Finishers``); the others wait for it and
-   most then find their object in what it announced.
+   most then find their object in what it announced. A run with a required pattern is counted
+   by coalesced listings (coalesce.py); once one counted it complete, the instance's later
+   deliveries of the run read its record instead.
 3. An incomplete verdict is checked against the run's announcement record (one read, skipped when
    this instance knows the run announced): a run announced (or failed) stays so; a delivery
    naming a generation the announced revision does not list is a change, and the announcer
