@@ -229,7 +229,6 @@ class Handler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache: PresenceCache | None = None,
         coalescer: Coalescer | object | None = _UNSET,
-        finishers: Finishers | None = None,
     ) -> None:
         self.config = config
         self.layout = config.layout
@@ -242,7 +241,7 @@ class Handler:
         self.coalescer: Coalescer | None = (
             Coalescer.from_env() if coalescer is _UNSET else coalescer  # type: ignore[assignment]
         )
-        self.finishers = finishers if finishers is not None else Finishers()
+        self.finishers = Finishers()
         self._splits: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # key ranges per run
         self._splits_lock = threading.Lock()
         announcer.remember = lambda run, known: self.cache.add_announced(run.key, known)
