@@ -345,34 +345,32 @@ class Handler:
             )
         if work.kind is OutputKind.FAILURE_MARKER:
             return self._conclude(work, self._scan(spec, run, "", exhaustive=True))
-        if self.coalescer is not None and spec.required_patterns:
-            return self._counted(work)
-        if self.finishers.await_turn(run.key) and (covered := self._announced_here(work)):
+        coalesced = self.coalescer is not None and bool(spec.required_patterns)
+        # Runs with a pattern read the record once counted complete (below): waiting for the
+        # finisher would hold a backlog's deliveries for the whole announcement.
+        waited = not coalesced and self.finishers.await_turn(run.key)
+        if waited and (covered := self._announced_here(work)):
             return covered
         self.cache.add_present(run.key, {change.path})
         verdict = self._probe(work)
+        if verdict is None and coalesced:
+            verdict = self._counted(work)
+            if isinstance(verdict, Handled):
+                return verdict
         if isinstance(verdict, Incomplete):
             return self._conclude(work, verdict)
         return self._finish(work, verdict)
 
-    def _counted(self, work: Work) -> Handled:
-        """An output of a run with a required pattern: after the probes, the coalesced
-        whole-folder listing decides; but once this instance listed the run complete, its
-        record (one read) says more cheaply whether a delivery announced it. (Waiting for the
-        finisher instead would hold a backlog's deliveries for the whole announcement.)"""
+    def _counted(self, work: Work) -> Handled | Complete | Incomplete | Failed:
+        """Nothing found missing in a run with a required pattern: the coalesced whole-folder
+        listing decides; but once this instance listed the run complete, its record (one read)
+        says more cheaply whether a delivery announced it."""
         assert self.coalescer is not None
-        run = work.run
-        self.cache.add_present(run.key, {work.change.path})
-        verdict = self._probe(work)
-        if verdict is None and self.coalescer.counted_complete(run.key):
-            found = self.announcer.record(run)
+        if self.coalescer.counted_complete(work.run.key):
+            found = self.announcer.record(work.run)
             if found is not None:
                 return self._with_record(work, *found)
-        if verdict is None:
-            verdict = self._whole_folder(work)
-        if isinstance(verdict, Incomplete):
-            return self._conclude(work, verdict)
-        return self._finish(work, verdict)
+        return self._whole_folder(work)
 
     def _finish(self, work: Work, verdict: Complete | Failed | None) -> Handled:
         """The run looks complete: one delivery at a time per instance lists it (if no listing
