@@ -6,7 +6,6 @@ listing again. Real threads, in-memory ports."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from tally_handler.outcomes import Outcome
 from tally_handler.rows import StorageOps
 from tally_handler.spec import Spec
 
+from tests.conftest import poll as shared_poll
 from tests.unit.world import BUCKET, REQUIRED, VERSION, WORKFLOW, World, outcome
 
 DEADLINE_S = 30.0
@@ -26,10 +26,7 @@ EXACT_SPEC = Spec.from_json(
 
 
 def poll(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
-        time.sleep(0.001)
+    shared_poll(condition, timeout=DEADLINE_S, interval=0.001, message=what)
 
 
 def test_a_turn_is_held_by_one_delivery_and_awaited_by_the_others() -> None:
