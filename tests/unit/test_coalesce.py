@@ -243,21 +243,22 @@ def test_the_same_deliveries_on_time_wait_for_quiet() -> None:
 
 
 def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> None:
-    """900 of 1,000 found, written at 50 a second: the rest may be there 2 s after that listing
-    started, sooner than the grown interval; never sooner than the least interval, never later
-    than the greatest."""
+    """900 of 1,000 missing, written at 50 a second: the rest may be there 18 s after that
+    listing started, later than the greatest interval (deliveries keep coming meanwhile);
+    then 100 missing: 2 s. Never sooner than the least interval."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
     gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=50.0)
     second = gate.arrive(RUN, 10.0, "s/1", needed=1000, age=5.0)
-    assert gate.step(RUN, second, 10.0) == ListNow()
-    gate.finish(RUN, second, matched=900, listed=frozenset({"s/1"}), rate=50.0)
-    third = gate.arrive(RUN, 10.1, "s/2", needed=1000, age=5.0)
-    assert gate.interval(RUN, 10.1) == pytest.approx(5.05)
-    assert gate.step(RUN, third, 10.1) == Wait(12.0)  # 100 missing at 50 a second
+    assert gate.step(RUN, second, 10.0) == Wait(18.0)
+    on_time = gate.arrive(RUN, 18.0, "s/2", needed=1000, age=5.0)
+    assert gate.step(RUN, on_time, 18.0) == ListNow()
+    gate.finish(RUN, on_time, matched=900, listed=frozenset({"s/1", "s/2"}), rate=50.0)
+    third = gate.arrive(RUN, 18.1, "s/3", needed=1000, age=5.0)
+    assert gate.step(RUN, third, 18.1) == Wait(20.0)  # 100 missing at 50 a second
     gate.finish(RUN, third, matched=999, rate=1000.0)  # not its listing: ignored
-    assert gate.step(RUN, third, 10.2) == Wait(12.0)
+    assert gate.step(RUN, third, 18.2) == Wait(20.0)
     slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert slow.step(RUN, token, 0.0) == ListNow()
@@ -271,16 +272,30 @@ def test_coalescer_measures_a_deliverys_age_with_the_wall_clock() -> None:
     assert coalescer.turn(RUN, "s/0", 10, written=990.0) is not None  # 10 s old: lists at once
 
 
-def test_a_backlog_far_from_complete_waits_for_its_estimate_up_to_the_greatest_interval() -> None:
+def test_a_backlog_far_from_complete_waits_for_its_estimate_up_to_the_cap() -> None:
+    """900 missing at 15 a second: 60 s away, so the backlog lists again 30 s (the cap) after
+    the last listing, not every 8 s; a delivery with no newer one behind it (the backlog
+    drained) waits no longer than the greatest interval."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
     gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=300.0)
     soon = gate.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
     assert gate.step(RUN, soon, 0.5) == Wait(3.0)  # 900 at 300 a second, not every second
-    slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
-    token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
-    assert slow.step(RUN, token, 0.0) == ListNow()
-    slow.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
-    later = slow.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
-    assert slow.step(RUN, later, 0.5) == Wait(8.0)  # 60 s at that rate: the greatest interval
+    drained = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    token = drained.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert drained.step(RUN, token, 0.0) == ListNow()
+    drained.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    for i, now in enumerate((0.5, 7.0, 14.0, 21.0), start=1):  # the backlog goes on
+        token = drained.arrive(RUN, now, f"s/{i}", needed=1000, age=5.0)
+        assert drained.step(RUN, token, now) == Wait(min(30.0, now + 8.0))
+    assert drained.listings == 1
+    assert drained.step(RUN, token, 29.0) == ListNow()  # no newer delivery for 8 s
+    capped = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    token = capped.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
+    assert capped.step(RUN, token, 0.0) == ListNow()
+    capped.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    for i, now in enumerate((5.0, 12.0, 19.0, 26.0), start=1):
+        token = capped.arrive(RUN, now, f"s/{i}", needed=1000, age=5.0)
+    assert capped.step(RUN, token, 26.0) == Wait(30.0)
+    assert capped.step(RUN, token, 30.0) == ListNow()  # the cap, while the backlog goes on

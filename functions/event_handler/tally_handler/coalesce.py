@@ -28,10 +28,13 @@ below lets one delivery's listing cover the others of its instance:
   the instance works through a backlog. The folder then holds more than the deliveries say, and
   the run never goes quiet here until the backlog drains, which may be long after its last write.
   So the quiet window does not apply: the first listing starts at once, the next one when the
-  run may be complete at the write rate the previous listing saw (its objects' creation times),
-  not sooner than ``interval_s`` nor later than ``max_interval_s`` (without a rate: the
-  interval). Completion follows the last write, not the end of the backlog, and a backlog costs
-  about one listing per instance and estimate, not one per interval.
+  run may be complete at the pace the previous listing saw objects written lately (as many of
+  its newest objects as the run missed), not sooner than ``interval_s`` nor later than
+  ``behind_max_s`` (without a rate: the interval), or once no newer delivery came for
+  ``max_interval_s`` (the backlog drained: nobody waits longer than before). Completion follows
+  the last write, not the end of the backlog, and a backlog costs about one listing per
+  instance and estimate, not one per interval: a platform that slows its writers down does not
+  make its instances list more often.
 Urgency, intervals and the backlog rule only move costs and latency; the hand-over alone makes
 the scheme correct.
 
@@ -50,6 +53,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "BEHIND_MAX_S",
     "BEHIND_S",
     "INTERVAL_ENV",
     "INTERVAL_GROWTH",
@@ -75,6 +79,7 @@ INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there
 MAX_INTERVAL_S = 8.0  # ... up to this
 MAX_SHARE_RATIO = 64.0
 BEHIND_S = 1.0  # a delivery this late after its object's write: the instance has a backlog
+BEHIND_MAX_S = 30.0  # the longest a backlog defers a listing the write rate says is not due
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
 MAX_RUNS = 1000
 
@@ -131,6 +136,7 @@ class Gate:
         growth: float = INTERVAL_GROWTH,
         max_interval_s: float = MAX_INTERVAL_S,
         behind_s: float = BEHIND_S,
+        behind_max_s: float = BEHIND_MAX_S,
     ) -> None:
         self.quiet_s = quiet_s
         self.interval_s = interval_s
@@ -138,6 +144,7 @@ class Gate:
         self.max_interval_s = max(max_interval_s, interval_s)
         self.stale_s = stale_s
         self.behind_s = behind_s
+        self.behind_max_s = max(behind_max_s, interval_s)
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._tokens = 0
@@ -189,8 +196,9 @@ class Gate:
             if state.last_start is not None:
                 due = self.interval(run, now)
                 if state.due_in != float("inf"):
-                    due = max(self.interval_s, min(self.max_interval_s, state.due_in))
-                earliest = state.last_start + due
+                    due = max(self.interval_s, min(self.behind_max_s, state.due_in))
+                # ... or when the backlog drained here (no newer delivery for the interval cap)
+                earliest = min(state.last_start + due, state.newest_since + self.max_interval_s)
         else:
             earliest = state.newest_since + self.quiet_s
             if state.last_start is not None:

@@ -441,8 +441,14 @@ def epoch_seconds(text: str | None) -> float | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
-def write_rate(entries: list[Entry]) -> float | None:
-    """Objects written per second over the listed objects' creation times (None: unknown)."""
-    times = [t for t in (epoch_seconds(entry.time_created) for entry in entries) if t is not None]
-    span = max(times) - min(times) if len(times) > 1 else 0.0
-    return (len(times) - 1) / span if span > 0 else None
+def write_rate(entries: list[Entry], newest: int | None = None) -> float | None:
+    """Objects written per second over the ``newest`` listed objects (at least two; None: all),
+    by their creation times; None when unknown. The gate asks it over as many objects as the
+    run still misses: the rest may take as long as the latest as many writes took, which follows
+    writers that slow down (a platform under load) where a whole-span average would promise
+    objects that are not coming, and the gate list again too soon."""
+    created = (epoch_seconds(entry.time_created) for entry in entries)
+    times = sorted(t for t in created if t is not None)
+    recent = times[-max(2, newest or len(times)) :]
+    span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+    return (len(recent) - 1) / span if span > 0 else None

@@ -552,7 +552,7 @@ class Handler:
             found = assess(spec, entries, self.config.manifest_name, self.config.failure_marker)
             matched = found.pattern_outputs
             listed = frozenset(entry.path for entry in entries)
-            rate = write_rate(entries)
+            rate = write_rate(entries, newest=needed - matched)
         finally:
             self.coalescer.finish(run.key, token, matched, listed, rate)
         return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
