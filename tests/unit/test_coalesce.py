@@ -245,7 +245,9 @@ def test_the_same_deliveries_on_time_wait_for_quiet() -> None:
 def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> None:
     """900 of 1,000 missing, written at 50 a second: the rest may be there 18 s after that
     listing started, later than the greatest interval (deliveries keep coming meanwhile);
-    then 100 missing: 2 s. Never sooner than the least interval."""
+    then 100 missing: 2 s, but never sooner than the interval (by then 8 s: a run whose writers
+    slow down would otherwise be listed every second near its end; its last deliveries, fresh,
+    make the listing urgent)."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
@@ -256,9 +258,9 @@ def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> N
     assert gate.step(RUN, on_time, 18.0) == ListNow()
     gate.finish(RUN, on_time, matched=900, listed=frozenset({"s/1", "s/2"}), rate=50.0)
     third = gate.arrive(RUN, 18.1, "s/3", needed=1000, age=5.0)
-    assert gate.step(RUN, third, 18.1) == Wait(20.0)  # 100 missing at 50 a second
+    assert gate.step(RUN, third, 18.1) == Wait(26.0)  # the interval, not the 2 s estimate
     gate.finish(RUN, third, matched=999, rate=1000.0)  # not its listing: ignored
-    assert gate.step(RUN, third, 18.2) == Wait(20.0)
+    assert gate.step(RUN, third, 18.2) == Wait(26.0)
     slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert slow.step(RUN, token, 0.0) == ListNow()

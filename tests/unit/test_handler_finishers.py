@@ -128,3 +128,33 @@ def test_an_instance_that_listed_a_run_complete_reads_the_record_not_the_folder(
     assert outcome(again) is Outcome.AFTER_COMPLETION, again
     assert "claimed revision 1" in again.detail
     assert (ops.lists, ops.reads, ops.writes) == (0, 1, 0), ops
+
+
+def test_a_delivery_while_its_instance_announces_a_counted_run_waits_rather_than_lists() -> None:
+    """A run with a pattern: a listing here counted it complete and its delivery is building the
+    announcement (no record yet); another delivery of the run on the instance waits for it and
+    is done by what it announced, instead of listing the whole folder again."""
+    world = World(instances=1)
+    deliveries = [world.write("r1", path) for path in REQUIRED]
+    handler = world.handlers[0]
+    run_key = handler.layout.run(BUCKET, handler.layout.match(deliveries[0].notification.name)).key  # type: ignore[union-attr, arg-type]
+    write = world.storage.write
+
+    def claim_when_the_other_waits(bucket: str, name: str, *args: Any, **kwargs: Any) -> int:
+        if name.endswith(RECORD_NAME):
+            poll(lambda: handler.finishers.waiting(run_key) == 1, "the other delivery waits")
+        return write(bucket, name, *args, **kwargs)
+
+    world.storage.write = claim_when_the_other_waits  # type: ignore[method-assign]
+    results: list[object] = []
+    announcing = threading.Thread(target=lambda: results.append(world.deliver(deliveries[-1])))
+    announcing.start()
+    assert handler.coalescer is not None
+    poll(lambda: handler.coalescer.counted_complete(run_key), "the listing counted it complete")  # type: ignore[union-attr]
+    ops = StorageOps()
+    again = handler.notification(deliveries[0], ops)  # its object is in that listing
+    announcing.join(DEADLINE_S)
+    assert [outcome(r) for r in results] == [Outcome.COMPLETED]  # type: ignore[arg-type]
+    assert outcome(again) is Outcome.AFTER_COMPLETION, again
+    assert (ops.lists, ops.reads, ops.writes) == (0, 1, 0), ops  # the absent record, no listing
+    assert len(world.messages("r1")) == 1

@@ -29,7 +29,7 @@ below lets one delivery's listing cover the others of its instance:
   the run never goes quiet here until the backlog drains, which may be long after its last write.
   So the quiet window does not apply: the first listing starts at once, the next one when the
   run may be complete at the pace the previous listing saw objects written lately (as many of
-  its newest objects as the run missed), not sooner than ``interval_s`` nor later than
+  its newest objects as the run missed), not sooner than the interval nor later than
   ``behind_max_s`` (without a rate: the interval), or once no newer delivery came for
   ``max_interval_s`` (the backlog drained: nobody waits longer than before). Completion follows
   the last write, not the end of the backlog, and a backlog costs about one listing per
@@ -196,7 +196,7 @@ class Gate:
             if state.last_start is not None:
                 due = self.interval(run, now)
                 if state.due_in != float("inf"):
-                    due = max(self.interval_s, min(self.behind_max_s, state.due_in))
+                    due = min(self.behind_max_s, max(due, state.due_in))
                 # ... or when the backlog drained here (no newer delivery for the interval cap)
                 earliest = min(state.last_start + due, state.newest_since + self.max_interval_s)
         else:

@@ -346,8 +346,9 @@ class Handler:
         if work.kind is OutputKind.FAILURE_MARKER:
             return self._conclude(work, self._scan(spec, run, "", exhaustive=True))
         coalesced = self.coalescer is not None and bool(spec.required_patterns)
-        # Runs with a pattern read the record once counted complete (below): waiting for the
-        # finisher would hold a backlog's deliveries for the whole announcement.
+        # Runs with a pattern don't wait here (a backlog's deliveries would all be held for the
+        # whole announcement): once counted complete they read the record, and wait only while
+        # it is not written yet (_counted).
         waited = not coalesced and self.finishers.await_turn(run.key)
         if waited and (covered := self._announced_here(work)):
             return covered
@@ -368,6 +369,11 @@ class Handler:
         assert self.coalescer is not None
         if self.coalescer.counted_complete(work.run.key):
             found = self.announcer.record(work.run)
+            if found is None and self.finishers.await_turn(work.run.key):
+                # no record yet: a delivery here is announcing from that listing; its result
+                if covered := self._announced_here(work):
+                    return covered
+                found = self.announcer.record(work.run)
             if found is not None:
                 return self._with_record(work, *found)
         return self._whole_folder(work)
