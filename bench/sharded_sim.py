@@ -109,7 +109,8 @@ def simulate(
                 step(t, instance, token)
         else:  # a listing finished
             seen = written_by(t)
-            gate.finish("run", token, seen, frozenset(f"s/{i}" for i in range(seen)))
+            listed = frozenset(f"s/{i}" for i in range(seen))
+            gate.finish("run", token, seen, listed, rate if seen > 1 else None)  # steady writes
             latency.append(t - arrival[(instance, token)])
             for other in sorted(waiting[instance]):
                 step(t, instance, other)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tally_handler.coalesce import Coalescer, Covered, Gate, ListNow, Wait
+from tally_handler.coalesce import DUE_MAX_S, Coalescer, Covered, Gate, ListNow, Wait
 from tally_handler.completeness import Entry, in_range, key_ranges, split_points
 
 RUN = "b/wf/1/r"
@@ -243,24 +243,26 @@ def test_the_same_deliveries_on_time_wait_for_quiet() -> None:
 
 
 def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> None:
-    """900 of 1,000 missing, written at 50 a second: the rest may be there 18 s after that
-    listing started, later than the greatest interval (deliveries keep coming meanwhile);
+    """900 of 1,000 missing, written at 50 a second: while the backlog's deliveries keep coming
+    the next listing waits 18 s after that listing started (later than the greatest interval);
     then 100 missing: 2 s, but never sooner than the interval (by then 8 s: a run whose writers
-    slow down would otherwise be listed every second near its end; its last deliveries, fresh,
-    make the listing urgent)."""
+    slow down would otherwise be listed every second near its end)."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
     gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=50.0)
-    second = gate.arrive(RUN, 10.0, "s/1", needed=1000, age=5.0)
-    assert gate.step(RUN, second, 10.0) == Wait(18.0)
-    on_time = gate.arrive(RUN, 18.0, "s/2", needed=1000, age=5.0)
-    assert gate.step(RUN, on_time, 18.0) == ListNow()
-    gate.finish(RUN, on_time, matched=900, listed=frozenset({"s/1", "s/2"}), rate=50.0)
-    third = gate.arrive(RUN, 18.1, "s/3", needed=1000, age=5.0)
-    assert gate.step(RUN, third, 18.1) == Wait(26.0)  # the interval, not the 2 s estimate
+    assert gate.settle(RUN) == 1.0  # 8 gaps of 20 ms: the least settle time
+    token = first
+    for i in range(1, 36):  # a backlog: a delivery every 0.5 s
+        token = gate.arrive(RUN, 0.5 * i, f"s/{i}", needed=1000, age=5.0)
+        assert gate.step(RUN, token, 0.5 * i) == Wait(min(18.0, 0.5 * i + 1.0)), i
+    assert gate.step(RUN, token, 18.0) == ListNow()
+    gate.finish(RUN, token, matched=900, listed=frozenset(f"s/{i}" for i in range(36)), rate=50.0)
+    third = gate.arrive(RUN, 18.1, "s/36", needed=1000, age=5.0)
+    assert gate.due(RUN, 18.1) == 8.0  # the interval, not the 2 s estimate
+    assert gate.step(RUN, third, 18.1) == Wait(min(26.0, 18.1 + gate.settle(RUN)))
     gate.finish(RUN, third, matched=999, rate=1000.0)  # not its listing: ignored
-    assert gate.step(RUN, third, 18.2) == Wait(26.0)
+    assert gate.due(RUN, 18.1) == 8.0
     slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert slow.step(RUN, token, 0.0) == ListNow()
@@ -275,29 +277,67 @@ def test_coalescer_measures_a_deliverys_age_with_the_wall_clock() -> None:
 
 
 def test_a_backlog_far_from_complete_waits_for_its_estimate_up_to_the_cap() -> None:
-    """900 missing at 15 a second: 60 s away, so the backlog lists again 30 s (the cap) after
-    the last listing, not every 8 s; a delivery with no newer one behind it (the backlog
-    drained) waits no longer than the greatest interval."""
+    """900 missing at 15 a second: 60 s away. While the backlog goes on, the next listing waits
+    for that (at most DUE_MAX_S); once no newer delivery came for the settle time (the
+    backlog drained here), the newest lists."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
     gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=300.0)
     soon = gate.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
-    assert gate.step(RUN, soon, 0.5) == Wait(3.0)  # 900 at 300 a second, not every second
+    assert gate.step(RUN, soon, 0.5) == Wait(1.5)  # 900 at 300 a second: 3 s, unless quiet
+    capped = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    token = capped.arrive(RUN, 0.0, "s/0", needed=10_000, age=5.0)
+    assert capped.step(RUN, token, 0.0) == ListNow()
+    capped.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    for i in range(1, 240):  # the backlog goes on, a delivery every 0.25 s
+        token = capped.arrive(RUN, 0.25 * i, f"s/{i}", needed=10_000, age=5.0)
+        assert capped.step(RUN, token, 0.25 * i) == Wait(min(DUE_MAX_S, 0.25 * i + 1.0)), i
+    assert capped.listings == 1
+    assert capped.step(RUN, token, DUE_MAX_S) == ListNow()  # 660 s away: the cap
     drained = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = drained.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert drained.step(RUN, token, 0.0) == ListNow()
     drained.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
-    for i, now in enumerate((0.5, 7.0, 14.0, 21.0), start=1):  # the backlog goes on
+    for i, now in enumerate((0.5, 1.0, 1.5), start=1):
         token = drained.arrive(RUN, now, f"s/{i}", needed=1000, age=5.0)
-        assert drained.step(RUN, token, now) == Wait(min(30.0, now + 8.0))
-    assert drained.listings == 1
-    assert drained.step(RUN, token, 29.0) == ListNow()  # no newer delivery for 8 s
-    capped = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
-    token = capped.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
-    assert capped.step(RUN, token, 0.0) == ListNow()
-    capped.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
-    for i, now in enumerate((5.0, 12.0, 19.0, 26.0), start=1):
-        token = capped.arrive(RUN, now, f"s/{i}", needed=1000, age=5.0)
-    assert capped.step(RUN, token, 26.0) == Wait(30.0)
-    assert capped.step(RUN, token, 30.0) == ListNow()  # the cap, while the backlog goes on
+    assert drained.step(RUN, token, 2.0) == Wait(2.5)
+    assert drained.step(RUN, token, 2.5) == ListNow()  # quiet for 1 s: it lists
+
+
+def test_the_settle_time_is_eight_gaps_between_deliveries_here() -> None:
+    gate = Gate(interval_s=1.0, max_interval_s=8.0)
+    token = gate.arrive(RUN, 0.0, "s/0", needed=1000)
+    assert gate.settle(RUN) == 8.0  # no rate yet: the greatest interval
+    assert gate.step(RUN, token, 1.0) == ListNow()
+    gate.finish(RUN, token, matched=10, listed=frozenset({"s/0"}), rate=1000.0)
+    assert gate.settle(RUN) == 1.0  # 8 ms gaps: at least 1 s
+    gate._runs[RUN].ratio = 4.0  # 4 instances: a delivery here every 4 writes
+    gate._runs[RUN].rate = 25.0
+    assert gate.settle(RUN) == pytest.approx(1.28)  # 8 x 160 ms
+    gate._runs[RUN].rate = 0.5
+    assert gate.settle(RUN) == 8.0  # 8 s gaps: the greatest interval
+
+
+def test_deliveries_on_time_list_when_the_write_rate_says_the_run_may_be_complete() -> None:
+    """Paced writes, one delivery every 0.5 s here (gaps over the quiet window): a listing that
+    found 100 of 1,000 written at 25 a second is followed by the next one 36 s later, not every
+    interval; the last outputs, fresh, make it urgent."""
+    gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
+    first = gate.arrive(RUN, 0.0, "s/0", needed=1000)
+    assert gate.step(RUN, first, 0.2) == ListNow()
+    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=25.0)
+    token, now = first, 0.2
+    for i in range(1, 72):  # a newer delivery every 0.5 s: each waits for the due time
+        now = 0.2 + 0.5 * i
+        token = gate.arrive(RUN, now, f"s/{i}", needed=1000)
+        assert gate.step(RUN, token, now + 0.3) == Wait(min(36.2, now + 1.0)), i
+    assert gate.listings == 1
+    assert gate.step(RUN, token, 36.2) == ListNow()  # due: 36 s after the last start
+    gate.finish(RUN, token, matched=900, listed=frozenset({f"s/{i}" for i in range(72)}), rate=25.0)
+    last = gate.arrive(RUN, 37.0, "s/999", needed=1000)
+    assert gate.due(RUN, 37.0) == 8.0  # 100 missing (4 s), but the interval: 8 s
+    fresh = {f"s/{900 + i}" for i in range(100)}
+    for path in sorted(fresh):
+        last = gate.arrive(RUN, 32.0, path, needed=1000)
+    assert gate.step(RUN, last, 32.0) == ListNow()  # 900 + 100 fresh: it may be complete

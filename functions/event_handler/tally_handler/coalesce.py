@@ -13,28 +13,27 @@ below lets one delivery's listing cover the others of its instance:
   If it fails, its own message is not acknowledged and Pub/Sub redelivers it: the redelivery
   lists (or hands over) after the released ones again;
 - quiet: the newest delivery lists once no newer one arrived for ``quiet_s`` (while a run's
-  outputs keep arriving nobody lists), and not sooner than ``interval_s`` after the previous
-  listing of the run on this instance started;
-- the interval grows with the time since the run's first listing on the instance (half of it,
-  1 s to 8 s): a run that never goes quiet on an instance costs it about one listing per 8 s
-  once it is older than 16 s (the cap keeps the newest delivery's wait, and the completion when
-  the estimate below misses, within 8 s);
+  outputs keep arriving nobody lists), and not sooner than the next listing is due;
+- due: not sooner than an interval after the previous listing of the run on this instance
+  started, growing with the time since the run's first listing here (half of it, 1 s to 8 s),
+  and not sooner than the run may be complete at the pace that listing saw objects written
+  lately (as many of its newest objects as the run missed: writers that slow down are
+  followed), up to ``due_max_s``: a listing before then would likely find it incomplete.
+  Unless the run went quiet here: the newest lists once no newer delivery came for 8 gaps
+  between deliveries at that rate and this instance's share (1 s to 8 s; 8 s without a rate).
+  So the newest delivery's wait, and the completion when the estimates miss, stay within about
+  a second while the writes are steady, and a run that never goes quiet costs an instance
+  about one listing per estimate, not one per interval;
 - urgent: a delivery that may complete the run, as far as this instance can tell, skips the
-  quiet window and the interval, so the run's last delivery lists at once. The estimate: the
+  quiet window and the due time, so the run's last delivery lists at once. The estimate: the
   previous listing's matches plus the distinct outputs delivered here since (not listed by it),
   times this instance's share (matches gained between its last two listings per output it was
   delivered meanwhile: with K instances about K);
 - behind: a delivery of an object written more than ``behind_s`` before it arrived says that
   the instance works through a backlog. The folder then holds more than the deliveries say, and
   the run never goes quiet here until the backlog drains, which may be long after its last write.
-  So the quiet window does not apply: the first listing starts at once, the next one when the
-  run may be complete at the pace the previous listing saw objects written lately (as many of
-  its newest objects as the run missed), not sooner than the interval nor later than
-  ``behind_max_s`` (without a rate: the interval), or once no newer delivery came for
-  ``max_interval_s`` (the backlog drained: nobody waits longer than before). Completion follows
-  the last write, not the end of the backlog, and a backlog costs about one listing per
-  instance and estimate, not one per interval: a platform that slows its writers down does not
-  make its instances list more often.
+  So the quiet window does not apply: the first listing starts at once, the next one when due.
+  Completion follows the last write, not the end of the backlog.
 Urgency, intervals and the backlog rule only move costs and latency; the hand-over alone makes
 the scheme correct.
 
@@ -53,8 +52,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
-    "BEHIND_MAX_S",
     "BEHIND_S",
+    "DUE_MAX_S",
     "INTERVAL_ENV",
     "INTERVAL_GROWTH",
     "INTERVAL_S",
@@ -63,6 +62,8 @@ __all__ = [
     "MAX_SHARE_RATIO",
     "QUIET_ENV",
     "QUIET_S",
+    "SETTLE_GAPS",
+    "SETTLE_S",
     "STALE_S",
     "Coalescer",
     "Covered",
@@ -79,7 +80,9 @@ INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there
 MAX_INTERVAL_S = 8.0  # ... up to this
 MAX_SHARE_RATIO = 64.0
 BEHIND_S = 1.0  # a delivery this late after its object's write: the instance has a backlog
-BEHIND_MAX_S = 30.0  # the longest a backlog defers a listing the write rate says is not due
+DUE_MAX_S = 60.0  # the longest the write rate defers a run's next listing on an instance
+SETTLE_S = 1.0  # ... unless the run went quiet here: no newer delivery for 8 expected gaps,
+SETTLE_GAPS = 8.0  # at least 1 s, at most the greatest interval (then the write rate is unknown)
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
 MAX_RUNS = 1000
 
@@ -120,6 +123,7 @@ class _Run:
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
     due_in: float = float("inf")  # after the last start: the rest written, at the rate it saw
+    rate: float | None = None  # the rate it saw: objects written a second, lately
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
     fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
 
@@ -136,7 +140,8 @@ class Gate:
         growth: float = INTERVAL_GROWTH,
         max_interval_s: float = MAX_INTERVAL_S,
         behind_s: float = BEHIND_S,
-        behind_max_s: float = BEHIND_MAX_S,
+        due_max_s: float = DUE_MAX_S,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self.quiet_s = quiet_s
         self.interval_s = interval_s
@@ -144,7 +149,8 @@ class Gate:
         self.max_interval_s = max(max_interval_s, interval_s)
         self.stale_s = stale_s
         self.behind_s = behind_s
-        self.behind_max_s = max(behind_max_s, interval_s)
+        self.due_max_s = max(due_max_s, max_interval_s)
+        self.settle_s = max(settle_s, quiet_s)
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._tokens = 0
@@ -180,6 +186,24 @@ class Gate:
         grown = self.growth * (now - state.first_start)
         return min(self.max_interval_s, max(self.interval_s, grown))
 
+    def due(self, run: str, now: float) -> float:
+        """The least time between the last listing's start and the next, as of ``now``: the
+        interval, or longer while the write rate says the run cannot be complete yet."""
+        state = self._runs[run]
+        if state.due_in == float("inf"):
+            return self.interval(run, now)
+        return min(self.due_max_s, max(self.interval(run, now), state.due_in))
+
+    def settle(self, run: str) -> float:
+        """How long the run's newest delivery here waits for a newer one before the run counts
+        as quiet and it lists, due or not: 8 gaps between deliveries at the rate seen and this
+        instance's share (rarer than 1 in 2,000 gaps of steady writes), 1 s to 8 s."""
+        state = self._runs[run]
+        if not state.rate:
+            return self.max_interval_s
+        gap = state.ratio / state.rate
+        return min(self.max_interval_s, max(self.settle_s, SETTLE_GAPS * gap))
+
     def step(self, run: str, token: int, now: float) -> Step:
         state = self._runs.get(run)
         if state is None:  # evicted while waiting (never while busy): listing is always safe
@@ -190,19 +214,13 @@ class Gate:
         if state.lister is not None and now - state.listing_since < self.stale_s:
             return Wait(state.listing_since + self.stale_s)
         earliest = now
-        if state.urgent:
-            pass
-        elif state.behind:  # a backlog never goes quiet: when the run may be complete
+        if not state.urgent:
+            if not state.behind:  # a backlog never goes quiet
+                earliest = state.newest_since + self.quiet_s
             if state.last_start is not None:
-                due = self.interval(run, now)
-                if state.due_in != float("inf"):
-                    due = min(self.behind_max_s, max(due, state.due_in))
-                # ... or when the backlog drained here (no newer delivery for the interval cap)
-                earliest = min(state.last_start + due, state.newest_since + self.max_interval_s)
-        else:
-            earliest = state.newest_since + self.quiet_s
-            if state.last_start is not None:
-                earliest = max(earliest, state.last_start + self.interval(run, now))
+                earliest = max(earliest, state.last_start + self.due(run, now))
+                # ... unless the run went quiet here
+                earliest = min(earliest, state.newest_since + self.settle(run))
         if now < earliest:
             return Wait(earliest)
         state.newest = None
@@ -224,20 +242,24 @@ class Gate:
         rate: float | None = None,
     ) -> None:
         """The listing of ``token`` is over: ``matched`` outputs of the patterns among the paths
-        ``listed`` (None when it failed), written at ``rate`` objects a second. Urgency only:
-        never a reason to skip a listing (a listing of several pages is no snapshot; only one
-        that STARTED after an object's write proves anything about the run at that time)."""
+        ``listed`` (None when it failed), written at ``rate`` objects a second lately. Urgency
+        and timing only: never a reason to skip a listing (a listing of several pages is no
+        snapshot; only one that STARTED after an object's write proves anything about the run
+        at that time)."""
         state = self._runs.get(run)
         if state is None or state.lister != token:
             return
         state.lister = None
         if matched is not None:
             delivered = state.fresh_at_start
-            if delivered > 0 and matched > state.matched:
+            # a share needs two listings: the first one also counts what came before the
+            # instance's first delivery of the run
+            if state.listed and delivered > 0 and matched > state.matched:
                 gained = (matched - state.matched) / delivered
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
             state.matched = matched
             state.due_in = max(0, state.needed - matched) / rate if rate else float("inf")
+            state.rate = rate
             state.listed = listed
             state.fresh -= listed
 

@@ -446,7 +446,7 @@ def write_rate(entries: list[Entry], newest: int | None = None) -> float | None:
     by their creation times; None when unknown. The gate asks it over as many objects as the
     run still misses: the rest may take as long as the latest as many writes took, which follows
     writers that slow down (a platform under load) where a whole-span average would promise
-    objects that are not coming, and the gate list again too soon."""
+    objects that are not coming, and the gate would list again too soon."""
     created = (epoch_seconds(entry.time_created) for entry in entries)
     times = sorted(t for t in created if t is not None)
     recent = times[-max(2, newest or len(times)) :]

@@ -370,7 +370,7 @@ class Handler:
         if self.coalescer.counted_complete(work.run.key):
             found = self.announcer.record(work.run)
             if found is None and self.finishers.await_turn(work.run.key):
-                # no record yet: a delivery here is announcing from that listing; its result
+                # no record yet: a delivery here may be announcing from that listing; wait for it
                 if covered := self._announced_here(work):
                     return covered
                 found = self.announcer.record(work.run)
