@@ -310,28 +310,35 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
     notes = sorted({r["note"] for r in records if r.get("note")})
     lines += [f"Note: {note}." for note in notes]
     lines += ["", f"![Sharded runs: list entries per output](img/{plot_path.name})", ""]
+    from tally_handler import coalesce
+
     from bench import sharded_sim
 
+    derived = sharded_sim.run()
+    slow = next(r for r in derived if (r.n, r.instances, r.pace) == (10_000, 4, 25.0))
     lines += [
         "Derived (bench/sharded_sim.py: the handler's own gate, `coalesce.Gate`, driven by a "
-        "discrete-event model with realcloud.py's latencies; deliveries spread uniformly over "
-        "the instances; exact paths first; waits at the gate and listings only, not the "
-        "handler's other work, nor a handler behind its writers). It covers what `make bench` "
-        "cannot run within 15 minutes on 2 cores: N = 10,000 and the paces of issue 14 "
-        "(`make bench-full` measures N = 10,000 in every order, 25 writes/s and today's "
-        "design):",
+        "discrete-event model with realcloud.py's latencies and steady writes, whose rate the "
+        "gate is told; deliveries spread uniformly over the instances; exact paths first; waits "
+        "at the gate and listings only, not the handler's other work, nor a handler behind its "
+        "writers). It covers the paces of issue 14 that `make bench` cannot run within 15 "
+        "minutes on 2 cores (`make bench-full` measures 25 writes/s and today's design; "
+        "`python -m bench.sharded` N = 10,000):",
         "",
-        *sharded_sim.table(sharded_sim.run()),
+        *sharded_sim.table(derived),
         "",
-        "The limit, from these figures: with K instances the deliveries of one instance arrive "
-        "K times further apart; at 25 writes/s over 4 instances (a delivery per 160 ms per "
-        "instance, Poisson) about 29 % of the gaps exceed the 200 ms quiet window, so each "
-        "instance lists once per interval (growing to 8 s) for the whole 400 s run: about 100 "
-        "list entries per output at N = 10,000, over the goal of 20, and the p99 wait is the "
-        "99th percentile of those gaps (about 680 ms), over 500 ms. Per-instance coordination "
-        "cannot do better there: a delivery must either list or hand over to a newer delivery "
-        "of ITS instance within its own request. Sharing listings across instances (the "
-        "progress object below) is what the next step would need.",
+        "The limit, from these figures: with K instances each lists on its own, so a run costs "
+        "about K listings per estimate of when it may be complete. At 25 writes/s over 4 "
+        "instances (400 s of writes at N = 10,000) the estimate defers each instance's next "
+        f"listing up to {coalesce.DUE_MAX_S:.0f} s: {slow.listings} listings, "
+        f"{slow.list_entries / slow.n:.1f} list entries per output, completion "
+        f"{slow.completion_s:.2f} s after the last write. The p99 wait "
+        f"({slow.p99_delivery_s * 1000:.0f} ms) is the 99th percentile of the gaps between one "
+        "instance's deliveries (a delivery per 160 ms, Poisson): the newest waits for the next "
+        "one of its instance. Per-instance coordination cannot do better there: a delivery must "
+        "list or hand over to a newer delivery of ITS instance within its own request. Sharing "
+        "listings across instances (the progress object below) is what the next step would "
+        "need.",
         "",
     ]
     lines += ["Alternatives measured or considered:", ""]
@@ -353,6 +360,21 @@ ALTERNATIVES = (
     "already-listed outputs made runs look urgent. Fixed: outputs already listed are no news, "
     "the interval grows with the run's listing history, the estimate is scaled by the "
     "instance's share.",
+    "a backlog's next listing when the run may be complete at the write rate over the whole "
+    "listing (first version of the behind rule, N = 10,000, 4 instances, exact paths first, "
+    "`python -m bench.sharded`, 2026-12-01): 205 list entries per output, p99 3.5 s, the writes "
+    "took 174 s. The local writers slowed from about 600 to 4 writes/s as the platform loaded "
+    "(fake-gcs-server scans its bucket for every key range listed), the whole-span average kept "
+    "promising objects that were not coming, and each instance listed 10,000 entries every "
+    "second or two. The rate over as many of the newest objects as the run misses, up to 30 s: "
+    "30.4 (writes 85 s); no sooner than the grown interval, and a delivery of a run counted "
+    "complete waiting for the announcement in flight on its instance instead of listing again "
+    "(one more listing per instance after completion): 19.7, p99 211 ms on a fresh platform, "
+    "44.6 in the matrix, right after another 10,000-object run on the same platform (not "
+    "traced). Then the due time for deliveries on time too, a run quiet for 8 gaps "
+    "listing whatever the due time, a share ratio only from two listings: derived at "
+    "25 writes/s over 4 instances 102.5 -> 22.5 list entries per output, completion 1.21 -> "
+    "0.46 s; measured in the table above.",
     "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
     "delivered here): unsafe with several instances, the run's last delivery may land on an "
     "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
