@@ -250,14 +250,16 @@ def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> N
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
-    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=50.0)
-    assert gate.settle(RUN) == 1.0  # 8 gaps of 20 ms: the least settle time
+    counted = frozenset(f"s/{i}" for i in range(100))
+    gate.finish(RUN, first, matched=100, listed=counted, rate=50.0)
+    settle = gate.settle(RUN)  # 8 gaps at 50 a second and this share (64 from one listing)
+    assert settle == 8.0
     token = first
-    for i in range(1, 36):  # a backlog: a delivery every 0.5 s
+    for i in range(1, 36):  # a backlog of outputs it counted: a delivery every 0.5 s
         token = gate.arrive(RUN, 0.5 * i, f"s/{i}", needed=1000, age=5.0)
-        assert gate.step(RUN, token, 0.5 * i) == Wait(min(18.0, 0.5 * i + 1.0)), i
+        assert gate.step(RUN, token, 0.5 * i) == Wait(min(18.0, 0.5 * i + settle)), i
     assert gate.step(RUN, token, 18.0) == ListNow()
-    gate.finish(RUN, token, matched=900, listed=frozenset(f"s/{i}" for i in range(36)), rate=50.0)
+    gate.finish(RUN, token, matched=900, listed=frozenset(f"s/{i}" for i in range(900)), rate=50.0)
     third = gate.arrive(RUN, 18.1, "s/36", needed=1000, age=5.0)
     assert gate.due(RUN, 18.1) == 8.0  # the interval, not the 2 s estimate
     assert gate.step(RUN, third, 18.1) == Wait(min(26.0, 18.1 + gate.settle(RUN)))
@@ -280,35 +282,37 @@ def test_a_backlog_far_from_complete_waits_for_its_estimate_up_to_the_cap() -> N
     """900 missing at 15 a second: 60 s away. While the backlog goes on, the next listing waits
     for that (at most DUE_MAX_S); once no newer delivery came for the settle time (the
     backlog drained here), the newest lists."""
+    counted = frozenset(f"s/{i}" for i in range(240))  # the backlog's outputs: no news
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
-    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=300.0)
+    gate.finish(RUN, first, matched=100, listed=counted, rate=300.0)
+    assert gate.settle(RUN) == pytest.approx(8 * 64 / 300)  # 8 gaps at 300/s, a share of 64
     soon = gate.arrive(RUN, 0.5, "s/1", needed=1000, age=5.0)
-    assert gate.step(RUN, soon, 0.5) == Wait(1.5)  # 900 at 300 a second: 3 s, unless quiet
+    assert gate.step(RUN, soon, 0.5) == Wait(min(3.0, 0.5 + gate.settle(RUN)))  # 900 at 300/s
     capped = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = capped.arrive(RUN, 0.0, "s/0", needed=10_000, age=5.0)
     assert capped.step(RUN, token, 0.0) == ListNow()
-    capped.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    capped.finish(RUN, token, matched=100, listed=counted, rate=15.0)
     for i in range(1, 240):  # the backlog goes on, a delivery every 0.25 s
         token = capped.arrive(RUN, 0.25 * i, f"s/{i}", needed=10_000, age=5.0)
-        assert capped.step(RUN, token, 0.25 * i) == Wait(min(DUE_MAX_S, 0.25 * i + 1.0)), i
+        assert capped.step(RUN, token, 0.25 * i) == Wait(min(DUE_MAX_S, 0.25 * i + 8.0)), i
     assert capped.listings == 1
     assert capped.step(RUN, token, DUE_MAX_S) == ListNow()  # 660 s away: the cap
     drained = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = drained.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert drained.step(RUN, token, 0.0) == ListNow()
-    drained.finish(RUN, token, matched=100, listed=frozenset({"s/0"}), rate=15.0)
+    drained.finish(RUN, token, matched=100, listed=counted, rate=15.0)
     for i, now in enumerate((0.5, 1.0, 1.5), start=1):
         token = drained.arrive(RUN, now, f"s/{i}", needed=1000, age=5.0)
-    assert drained.step(RUN, token, 2.0) == Wait(2.5)
-    assert drained.step(RUN, token, 2.5) == ListNow()  # quiet for 1 s: it lists
+    assert drained.step(RUN, token, 2.0) == Wait(9.5)
+    assert drained.step(RUN, token, 9.5) == ListNow()  # quiet for the settle time: it lists
 
 
 def test_the_settle_time_is_eight_gaps_between_deliveries_here() -> None:
     gate = Gate(interval_s=1.0, max_interval_s=8.0)
     token = gate.arrive(RUN, 0.0, "s/0", needed=1000)
-    assert gate.settle(RUN) == 8.0  # no rate yet: the greatest interval
+    assert gate.settle(RUN) == 1.0  # no rate yet: the least
     assert gate.step(RUN, token, 1.0) == ListNow()
     gate.finish(RUN, token, matched=10, listed=frozenset({"s/0"}), rate=1000.0)
     assert gate.settle(RUN) == 1.0  # 8 ms gaps: at least 1 s
@@ -321,23 +325,24 @@ def test_the_settle_time_is_eight_gaps_between_deliveries_here() -> None:
 
 def test_deliveries_on_time_list_when_the_write_rate_says_the_run_may_be_complete() -> None:
     """Paced writes, one delivery every 0.5 s here (gaps over the quiet window): a listing that
-    found 100 of 1,000 written at 25 a second is followed by the next one 36 s later, not every
-    interval; the last outputs, fresh, make it urgent."""
+    found 1 of 1,000 written at 25 a second is followed by the next one 40 s later, not every
+    interval; a fresh output after that one (10 missing) makes it urgent."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000)
     assert gate.step(RUN, first, 0.2) == ListNow()
-    gate.finish(RUN, first, matched=100, listed=frozenset({"s/0"}), rate=25.0)
-    token, now = first, 0.2
-    for i in range(1, 72):  # a newer delivery every 0.5 s: each waits for the due time
+    gate.finish(RUN, first, matched=1, listed=frozenset({"s/0"}), rate=25.0)
+    assert gate.settle(RUN) == 1.0  # 8 gaps of 40 ms: the least
+    due_at = 0.2 + 999 / 25.0
+    token = first
+    for i in range(1, 80):  # a newer delivery every 0.5 s: each waits for the due time
         now = 0.2 + 0.5 * i
         token = gate.arrive(RUN, now, f"s/{i}", needed=1000)
-        assert gate.step(RUN, token, now + 0.3) == Wait(min(36.2, now + 1.0)), i
+        assert gate.step(RUN, token, now + 0.3) == Wait(min(due_at, now + 1.0)), i
     assert gate.listings == 1
-    assert gate.step(RUN, token, 36.2) == ListNow()  # due: 36 s after the last start
-    gate.finish(RUN, token, matched=900, listed=frozenset({f"s/{i}" for i in range(72)}), rate=25.0)
-    last = gate.arrive(RUN, 37.0, "s/999", needed=1000)
-    assert gate.due(RUN, 37.0) == 8.0  # 100 missing (4 s), but the interval: 8 s
-    fresh = {f"s/{900 + i}" for i in range(100)}
-    for path in sorted(fresh):
-        last = gate.arrive(RUN, 32.0, path, needed=1000)
-    assert gate.step(RUN, last, 32.0) == ListNow()  # 900 + 100 fresh: it may be complete
+    assert gate.step(RUN, token, due_at) == ListNow()  # due: 40 s after the last start
+    gate.finish(RUN, token, matched=990, listed=frozenset(f"s/{i}" for i in range(990)), rate=25.0)
+    late = gate.arrive(RUN, 41.0, "s/5", needed=1000)  # a duplicate: no news
+    assert gate.due(RUN, 41.0) == 8.0  # 10 missing (0.4 s), but the interval: 8 s
+    assert gate.step(RUN, late, 41.0) == Wait(41.0 + gate.settle(RUN))
+    last = gate.arrive(RUN, 41.5, "s/999", needed=1000)
+    assert gate.step(RUN, last, 41.5) == ListNow()  # 990 + a share of 12.5: it may be complete

@@ -509,12 +509,12 @@ def test_the_write_rate_of_a_listing_comes_from_its_objects_creation_times() -> 
     assert write_rate([entry(0, times[0])]) is None  # one object: no rate
     assert write_rate([entry(0, times[0]), entry(1, times[0])]) is None  # no time between
     assert write_rate([entry(0, None), entry(1, "not a time"), entry(2, times[0])]) is None
-    # 100 objects in the first second, then one every 2 s for 20 s: 10 missing may take 20 s
-    # (the latest 10 writes' pace), not the whole span's 2 s (110 objects in 20 s): a gate
-    # trusting that would list again far too soon
+    # 100 objects in the first second, then one every 2 s for 40 s: 10 missing may take 20 s
+    # (the latest writes' pace, over 16 of them at least), not the whole span's 3 s (120
+    # objects in 40 s): a gate trusting that would list again far too soon
     burst = [f"2026-12-01T00:00:00.{i * 10:03d}Z" for i in range(100)]
-    trickle = [f"2026-12-01T00:00:{s:02d}.000Z" for s in range(2, 22, 2)]
+    trickle = [f"2026-12-01T00:00:{s:02d}.000Z" for s in range(2, 42, 2)]
     listed = [entry(i, t) for i, t in enumerate(burst + trickle)]
     assert write_rate(listed, newest=10) == 0.5
-    assert write_rate(listed, newest=1) == 0.5  # the newest two
-    assert write_rate(listed) == pytest.approx(109 / 20)  # all of them
+    assert write_rate(listed, newest=1) == 0.5  # the newest 16
+    assert write_rate(listed) == pytest.approx(119 / 40)  # all of them

@@ -20,7 +20,7 @@ below lets one delivery's listing cover the others of its instance:
   lately (as many of its newest objects as the run missed: writers that slow down are
   followed), up to ``due_max_s``: a listing before then would likely find it incomplete.
   Unless the run went quiet here: the newest lists once no newer delivery came for 8 gaps
-  between deliveries at that rate and this instance's share (1 s to 8 s; 8 s without a rate).
+  between deliveries at that rate and this instance's share (1 s to 8 s; 1 s without a rate).
   So the newest delivery's wait, and the completion when the estimates miss, stay within about
   a second while the writes are steady, and a run that never goes quiet costs an instance
   about one listing per estimate, not one per interval;
@@ -82,7 +82,7 @@ MAX_SHARE_RATIO = 64.0
 BEHIND_S = 1.0  # a delivery this late after its object's write: the instance has a backlog
 DUE_MAX_S = 60.0  # the longest the write rate defers a run's next listing on an instance
 SETTLE_S = 1.0  # ... unless the run went quiet here: no newer delivery for 8 expected gaps,
-SETTLE_GAPS = 8.0  # at least 1 s, at most the greatest interval (then the write rate is unknown)
+SETTLE_GAPS = 8.0  # at least 1 s (also without a write rate), at most the greatest interval
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
 MAX_RUNS = 1000
 
@@ -197,10 +197,11 @@ class Gate:
     def settle(self, run: str) -> float:
         """How long the run's newest delivery here waits for a newer one before the run counts
         as quiet and it lists, due or not: 8 gaps between deliveries at the rate seen and this
-        instance's share (rarer than 1 in 2,000 gaps of steady writes), 1 s to 8 s."""
+        instance's share (rarer than 1 in 2,000 gaps of steady writes), 1 s to 8 s; 1 s
+        without a rate."""
         state = self._runs[run]
         if not state.rate:
-            return self.max_interval_s
+            return self.settle_s
         gap = state.ratio / state.rate
         return min(self.max_interval_s, max(self.settle_s, SETTLE_GAPS * gap))
 
@@ -252,9 +253,7 @@ class Gate:
         state.lister = None
         if matched is not None:
             delivered = state.fresh_at_start
-            # a share needs two listings: the first one also counts what came before the
-            # instance's first delivery of the run
-            if state.listed and delivered > 0 and matched > state.matched:
+            if delivered > 0 and matched > state.matched:
                 gained = (matched - state.matched) / delivered
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
             state.matched = matched

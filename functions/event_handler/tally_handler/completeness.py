@@ -40,6 +40,7 @@ __all__ = [
     "FIRST_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "PAGE_GROWTH",
+    "RATE_MIN_OBJECTS",
     "Assessment",
     "Complete",
     "Entry",
@@ -66,6 +67,7 @@ __all__ = [
 FIRST_PAGE_SIZE = 8
 PAGE_GROWTH = 4
 MAX_PAGE_SIZE = 1000  # Cloud Storage's maximum maxResults
+RATE_MIN_OBJECTS = 16  # a write rate over fewer objects is noise (parallel writers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,13 +444,14 @@ def epoch_seconds(text: str | None) -> float | None:
 
 
 def write_rate(entries: list[Entry], newest: int | None = None) -> float | None:
-    """Objects written per second over the ``newest`` listed objects (at least two; None: all),
+    """Objects written per second over the ``newest`` listed objects (at least RATE_MIN_OBJECTS,
+    whose creation times rarely share a millisecond; None: all),
     by their creation times; None when unknown. The gate asks it over as many objects as the
     run still misses: the rest may take as long as the latest as many writes took, which follows
     writers that slow down (a platform under load) where a whole-span average would promise
     objects that are not coming, and the gate would list again too soon."""
     created = (epoch_seconds(entry.time_created) for entry in entries)
     times = sorted(t for t in created if t is not None)
-    recent = times[-max(2, newest or len(times)) :]
+    recent = times[-max(RATE_MIN_OBJECTS, newest or len(times)) :]
     span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
     return (len(recent) - 1) / span if span > 0 else None
