@@ -122,8 +122,7 @@ class _Run:
     matched: int = 0  # matches counted by the last finished listing
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
-    due_in: float = float("inf")  # after the last start: the rest written, at the rate it saw
-    rate: float | None = None  # the rate it saw: objects written a second, lately
+    rate: float | None = None  # the last listing's: objects written a second, lately
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
     fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
 
@@ -190,9 +189,10 @@ class Gate:
         """The least time between the last listing's start and the next, as of ``now``: the
         interval, or longer while the write rate says the run cannot be complete yet."""
         state = self._runs[run]
-        if state.due_in == float("inf"):
+        if not state.rate:
             return self.interval(run, now)
-        return min(self.due_max_s, max(self.interval(run, now), state.due_in))
+        rest_written_in = max(0, state.needed - state.matched) / state.rate
+        return min(self.due_max_s, max(self.interval(run, now), rest_written_in))
 
     def settle(self, run: str) -> float:
         """How long the run's newest delivery here waits for a newer one before the run counts
@@ -257,7 +257,6 @@ class Gate:
                 gained = (matched - state.matched) / delivered
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
             state.matched = matched
-            state.due_in = max(0, state.needed - matched) / rate if rate else float("inf")
             state.rate = rate
             state.listed = listed
             state.fresh -= listed
