@@ -15,6 +15,7 @@ from tally_handler import adapters, memory, ports
 IMPLEMENTATIONS = [
     (ports.Storage, adapters.StorageGateway),
     (ports.Storage, memory.MemoryStorage),
+    (ports.Storage, ports.SharedReads),
     (ports.Publisher, adapters.PubSubPublisher),
     (ports.Publisher, memory.MemoryPublisher),
     (ports.EventLog, adapters.EventLog),

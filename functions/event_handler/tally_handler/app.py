@@ -31,7 +31,7 @@ from tally_handler.faults import InjectedFault
 from tally_handler.handler import Handler
 from tally_handler.layout import Run, RunOutput
 from tally_handler.outcomes import Handled, Outcome
-from tally_handler.ports import EventLog, Publisher, Storage
+from tally_handler.ports import EventLog, Publisher, SharedReads, Storage
 from tally_handler.reconcile import ReconcileReport
 from tally_handler.rows import StorageOps, event_row
 from tally_handler.spec import Spec
@@ -69,7 +69,7 @@ class App:
 
                 c = self.config
                 storage, publisher, event_log, spec_for, queue = self._ports
-                storage = storage or adapters.StorageGateway(c.project)
+                storage = SharedReads(storage or adapters.StorageGateway(c.project))
                 publisher = publisher or adapters.PubSubPublisher(c.project, c.completions_topic)
                 event_log = event_log or adapters.EventLog(c.project, c.events_table, c.runs_table)
                 if spec_for is None:
