@@ -100,6 +100,7 @@ class TallyDesign:
         "storage_writes",
         "storage_precondition_failures",
         "storage_operations",
+        "output_path",
     )
 
     def __init__(self, stack: Any, sink: Any = None) -> None:
@@ -139,7 +140,7 @@ class TallyDesign:
         return sum_event_rows(self.event_rows(workflow, version, run_id), last_write)
 
 
-def _epoch(value: Any) -> float:
+def epoch(value: Any) -> float:
     """A TIMESTAMP as the BigQuery client returns it (datetime) or as streamed (RFC 3339)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -158,7 +159,7 @@ def sum_event_rows(rows: list[dict[str, Any]], last_write: float) -> OwnCounters
         own.writes += int(row["storage_writes"] or 0)
         own.precondition_failures += int(row["storage_precondition_failures"] or 0)
         own.operations += int(row["storage_operations"] or 0)
-        received = _epoch(row["received_time"])
+        received = epoch(row["received_time"])
         own.during_run += received <= last_write
         outcomes[row["outcome"]] += 1
         if row["outcome"] == "completed":

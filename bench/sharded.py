@@ -100,10 +100,11 @@ def ordered(n: int, order: str, seed: int) -> list[str]:
     return sorted(everything, reverse=order == "reverse-sorted")
 
 
-def write(bucket: Any, prefix: str, paths: list[str], pace: float | None) -> float:
-    """Write in order with WRITERS threads; paced: the i-th write starts no sooner than i/pace."""
+def write(bucket: Any, prefix: str, paths: list[str], pace: float | None) -> tuple[float, str]:
+    """Write in order with WRITERS threads; paced: the i-th write starts no sooner than i/pace.
+    Returns when the last write ended, and its path."""
     started = time.monotonic()
-    last = [0.0]
+    last = (0.0, "")
     lock = threading.Lock()
 
     def one(item: tuple[int, str]) -> None:
@@ -113,13 +114,13 @@ def write(bucket: Any, prefix: str, paths: list[str], pace: float | None) -> flo
             if delay > 0:
                 time.sleep(delay)
         bucket.blob(prefix + path).upload_from_string(b"x")
-        done = time.time()
+        nonlocal last
         with lock:
-            last[0] = max(last[0], done)
+            last = max(last, (time.time(), path))
 
     with cf.ThreadPoolExecutor(WRITERS) as pool:
         list(pool.map(one, enumerate(paths)))
-    return last[0]
+    return last
 
 
 def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Config, index: int):
@@ -130,7 +131,7 @@ def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Con
     tap.reset()
     attempts_before = len(bridge.stats.attempts)
     started = time.time()
-    last_write = write(design.bucket(), f"{workflow}/{version}/{run_id}/", paths, c.pace)
+    last_write, last_path = write(design.bucket(), f"{workflow}/{version}/{run_id}/", paths, c.pace)
     completions = driver._wait(
         lambda: design.completions_for(workflow, version, run_id),
         900,
@@ -167,9 +168,18 @@ def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Con
             "reads": int(completing[0]["storage_reads"] or 0),
             "lists": int(completing[0]["storage_lists"] or 0),
             "ms": float(completing[0]["duration_ms"] or 0),
+            # when the delivery that announced arrived (before the last write: it waited)
+            "received_s": driver.epoch(completing[0]["received_time"]) - last_write,
         }
         if len(completing) == 1
         else None,
+        # when the platform first delivered the last object written: completion cannot follow
+        # the last write sooner unless a delivery that arrived before it lists after it
+        "last_delivered_s": min(
+            (driver.epoch(r["received_time"]) for r in rows if r["output_path"] == last_path),
+            default=last_write,
+        )
+        - last_write,
     }
 
 
@@ -228,7 +238,8 @@ def run(
                 progress(
                     f"  {c.label}: {record['list_entries'] / c.n:,.1f} list entries and "
                     f"{record['requests'] / c.n:.2f} requests per output, p99 delivery "
-                    f"{record['p99_delivery_ms']:,.0f} ms, completion {record['latency_s']:.2f} s,"
+                    f"{record['p99_delivery_ms']:,.0f} ms, completion {record['latency_s']:.2f} s"
+                    f" (last object delivered after {record['last_delivered_s']:.2f} s),"
                     f" {record['announcements']} announcement(s)"
                 )
             if current != "coalesced":
