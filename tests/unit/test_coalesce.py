@@ -6,7 +6,13 @@ import threading
 
 import pytest
 from tally_handler.coalesce import DUE_MAX_S, Coalescer, Covered, Gate, ListNow, Wait
-from tally_handler.completeness import Entry, in_range, key_ranges, split_points
+from tally_handler.completeness import (
+    Entry,
+    in_range,
+    key_ranges,
+    sampled_split_points,
+    split_points,
+)
 
 RUN = "b/wf/1/r"
 
@@ -173,6 +179,20 @@ def test_key_ranges_cover_the_folder_in_order() -> None:
     joined = [e for start, end in ranges for e in in_range(entries, start, end)]
     assert joined == entries
     assert key_ranges(()) == [(None, None)]
+
+
+def test_a_first_listing_splits_the_folder_at_the_outputs_delivered_so_far() -> None:
+    folder = sorted(["_SUCCESS", "metrics.json", *(f"shards/part-{i:05d}" for i in range(10_000))])
+    delivered = folder[::4]  # this instance's share of the deliveries, spread over the folder
+    ranges = key_ranges(sampled_split_points(delivered, total=len(folder)))
+    sizes = [
+        len([p for p in folder if (s is None or p >= s) and (e is None or p < e)])
+        for s, e in ranges
+    ]
+    assert sum(sizes) == len(folder)  # the ranges cover the folder, whatever the sample
+    assert len(ranges) <= 11 and max(sizes) <= 1004  # about a page each: in parallel
+    assert sampled_split_points(delivered, total=900) == ()  # one page: one range
+    assert sampled_split_points(delivered[:1], total=len(folder)) == ()  # nothing to split at
 
 
 def test_deliveries_of_listed_outputs_do_not_make_the_run_urgent() -> None:

@@ -8,10 +8,35 @@ from datetime import datetime
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud.storage import Client
-from tally_handler.adapters import _entry
-from tally_handler.manifest import _time as manifest_time
+from tally_handler.adapters import StorageGateway
+from tally_handler.completeness import Entry, ListRequest
+from tally_handler.delivery import rfc3339
+from tally_handler.rows import StorageOps
 
 PREFIX = "wf/1.0/run-1/"
+
+
+class OnePage:
+    """What Client.list_blobs returns, holding one page of the given blobs."""
+
+    def __init__(self, blobs: list[object]) -> None:
+        self.pages = iter([blobs])
+        self.next_page_token = None
+
+
+class ListingClient:
+    def __init__(self, blobs: list[object]) -> None:
+        self.blobs = blobs
+
+    def list_blobs(self, bucket: str, **kwargs: object) -> OnePage:
+        return OnePage(self.blobs)
+
+
+def _entry(blob: object) -> Entry:
+    gateway = StorageGateway("p", client=ListingClient([blob]))
+    entries, token = gateway.list_page("b", PREFIX, ListRequest(None, None, 1000), StorageOps())
+    assert token is None and len(entries) == 1
+    return entries[0]
 
 
 def _blob(**fields: str) -> object:
@@ -39,7 +64,7 @@ def test_a_listed_entry_says_what_the_blob_accessors_say(created: str) -> None:
         timeCreated=created,
         updated=created,
     )
-    entry = _entry(blob, PREFIX)
+    entry = _entry(blob)
     assert entry.path == "shards/part-00001.parquet"
     assert entry.generation == blob.generation
     assert entry.size == blob.size
@@ -52,10 +77,10 @@ def test_a_listed_entry_says_what_the_blob_accessors_say(created: str) -> None:
     for listed, accessor in times:
         assert listed is not None and len(listed) == len("2026-12-01T13:19:06.123000Z")
         assert datetime.fromisoformat(listed) == accessor
-        assert manifest_time(listed) == listed  # already in the manifest's form: not parsed again
+        assert listed == rfc3339(listed)  # already in the form the manifest writes
 
 
 def test_absent_and_unreadable_fields() -> None:
-    entry = _entry(_blob(generation="7", timeCreated="yesterday"), PREFIX)
+    entry = _entry(_blob(generation="7", timeCreated="yesterday"))
     assert (entry.size, entry.crc32c, entry.updated) == (None, None, None)
     assert entry.time_created == "yesterday"  # informative only: kept as listed

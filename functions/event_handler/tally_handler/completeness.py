@@ -60,6 +60,7 @@ __all__ = [
     "in_range",
     "key_ranges",
     "missing_path",
+    "sampled_split_points",
     "split_points",
     "write_rate",
 ]
@@ -228,6 +229,18 @@ def split_points(paths: Sequence[str], per_range: int = MAX_PAGE_SIZE) -> tuple[
     """Key-range boundaries for listing a folder in parallel next time: every ``per_range``-th
     path of the previous (sorted) listing, so each range holds about one page then."""
     return tuple(paths[i] for i in range(per_range, len(paths), per_range))
+
+
+def sampled_split_points(
+    sample: Sequence[str], total: int, per_range: int = MAX_PAGE_SIZE
+) -> tuple[str, ...]:
+    """Boundaries for a folder never listed here, of about ``total`` names: every so many of a
+    sorted ``sample`` of them (the outputs delivered here), so that each range holds about one
+    page if the sample is spread like the folder. Any boundaries are safe: the ranges cover the
+    whole key space; a poor sample only costs more pages in one range."""
+    if total <= per_range or len(sample) < 2:
+        return ()
+    return split_points(sample, max(1, round(per_range * len(sample) / total)))
 
 
 def key_ranges(splits: Sequence[str]) -> list[tuple[str | None, str | None]]:

@@ -52,6 +52,7 @@ from tally_handler.completeness import (
     in_range,
     key_ranges,
     missing_path,
+    sampled_split_points,
     split_points,
     write_rate,
 )
@@ -554,7 +555,7 @@ class Handler:
         matched = rate = None
         listed: frozenset[str] = frozenset()
         try:
-            entries = self._list_folder(run)
+            entries = self._list_folder(run, needed + len(spec.required_paths))
             found = assess(spec, entries, self.config.manifest_name, self.config.failure_marker)
             matched = found.pattern_outputs
             listed = frozenset(entry.path for entry in entries)
@@ -563,11 +564,14 @@ class Handler:
             self.coalescer.finish(run.key, token, matched, listed, rate)
         return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
 
-    def _list_folder(self, run: Run) -> list[Entry]:
+    def _list_folder(self, run: Run, expected: int) -> list[Entry]:
         """Every object of the run folder, its key ranges (split at the previous listing's
-        every 1,000th name) listed in parallel: about one page's latency at any size."""
+        every 1,000th name; at the first listing here, at the outputs delivered here so far,
+        of the ``expected`` ones) listed in parallel: about one page's latency at any size."""
         with self._splits_lock:
-            splits = self._splits.get(run.key, ())
+            splits = self._splits.get(run.key)
+        if splits is None:
+            splits = sampled_split_points(sorted(self.cache.present(run.key)), expected)
         ranges = key_ranges(splits)
         counted = [self.storage.counting(StorageOps()) for _ in ranges]
 
