@@ -70,16 +70,23 @@ def _flight(shared: SharedReads) -> Any:
     return shared._flights.get(("exists", BUCKET, NAME))
 
 
-def test_callers_during_a_read_share_the_next_read_which_starts_after_them() -> None:
-    storage = HeldStorage()
+def _burst(storage: HeldStorage, later: int) -> tuple[SharedReads, Caller, list[Caller]]:
+    """One caller whose read is held, then ``later`` callers: one leads the next read, the
+    others join it."""
     shared = SharedReads(storage)
     first = Caller(shared)
     first.start()
     _until("the first read started", lambda: len(storage.started) == 1)
-    later = [Caller(shared) for _ in range(4)]
-    for caller in later:
+    callers = [Caller(shared) for _ in range(later)]
+    for caller in callers:
         caller.start()
-    _until("one leads the next read, three joined it", lambda: _flight(shared).joined == 3)
+    _until("the next read is led and joined", lambda: _flight(shared).joined == later - 1)
+    return shared, first, callers
+
+
+def test_callers_during_a_read_share_the_next_read_which_starts_after_them() -> None:
+    storage = HeldStorage()
+    shared, first, later = _burst(storage, 4)
 
     storage.put(BUCKET, NAME)  # written after the first read started: only the next one sees it
     storage.started[0].set()
@@ -95,14 +102,7 @@ def test_callers_during_a_read_share_the_next_read_which_starts_after_them() -> 
 def test_a_failed_read_fails_every_caller_sharing_it_and_the_next_caller_reads_again() -> None:
     storage = HeldStorage()
     storage.put(BUCKET, NAME)
-    shared = SharedReads(storage)
-    first = Caller(shared)
-    first.start()
-    _until("the first read started", lambda: len(storage.started) == 1)
-    later = [Caller(shared) for _ in range(3)]
-    for caller in later:
-        caller.start()
-    _until("the next read is joined", lambda: _flight(shared).joined == 2)
+    shared, first, later = _burst(storage, 3)
     storage.fail_next = True
     storage.started[0].set()
     assert first.result() is True
