@@ -404,8 +404,30 @@ ALTERNATIVES = (
     "listing whatever the due time (dd9a44c): exact-first 19.0, sorted 138.4 -> 24.6 (its "
     "second run on the platform); with the share ratio taken only from two listings, shuffled "
     "completed 8.4 and 11.6 s after the last write (47 to 50 entries per output): urgency at "
-    "the end of a backlog needs the first listing's share. Restored in e9e27b6, which the "
-    "table above measures.",
+    "the end of a backlog needs the first listing's share. Restored in e9e27b6.",
+    "each delivery making its own reads (before ports.SharedReads, 6a8f9e8), against shared "
+    "reads (b9c5f80), each pair on fresh platforms one after the other (2026-12-01): requests "
+    "per output at N = 1,000 on 1 instance pattern-first 0.14 -> 0.09, reverse-sorted 0.25 -> "
+    "0.10, shuffled 0.43 -> 0.13, on 4 instances 0.15 -> 0.13, 0.41 -> 0.31, 0.51 -> 0.44; at N "
+    "= 10,000 pattern-first 0.83 -> 0.22 (1 instance) and 1.16 -> 0.88 (4). When the handler "
+    "keeps up with the writers (a platform after another 10,000-object run: writes took 275 s), "
+    "pattern-first stays at 2.006: an instance's deliveries then rarely overlap, and each of "
+    "them needs its two reads (a required path missing, and no record: a run announced before "
+    "a deletion must be told apart). Merging the two into one request (a listing with "
+    "`matchGlob`) was not tried: fake-gcs-server supports it only in recent releases.",
+    "Blob's accessors for a listing's entries (before 3d9b0eb): 0.29 s of CPU per 10,000 "
+    "entries against 0.07 s from the listed resource, and the manifest parsed every time again "
+    "(build 0.16 s -> 0.015 s). Traced at N = 10,000 on 4 instances, shuffled (b9c5f80): "
+    "completion 4.92 s = 2.5 s at the gate after the last write, listing 1.33 s (three other "
+    "instances listing the same 10,000 entries at once on 2 cores), manifest 0.50 s, claim, "
+    "publish and mark 0.6 s; with the listed resource (e43b5a3): 1.65 s.",
+    "the grown interval as the least time between listings near a run's end (before 7329a2e, "
+    "N = 10,000, 4 instances, fresh platforms, 147ba4e): exact-first 20.1 list entries per "
+    "output and completion 4.47 s, sorted 19.2 and 5.59 s, shuffled 11.9 and 1.67 s; the local "
+    "instances were 14 to 35 s behind the writers, and each listed again an interval (up to "
+    "8 s) after its previous listing even when the write rate said the run would be complete "
+    "within a second or two. bench/sharded_sim.py, 25 writes/s over 4 instances: completion "
+    "1.25 -> 0.41 s with the early listing, the same 39 listings.",
     "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
     "delivered here): unsafe with several instances, the run's last delivery may land on an "
     "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
