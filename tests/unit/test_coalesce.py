@@ -265,9 +265,8 @@ def test_the_same_deliveries_on_time_wait_for_quiet() -> None:
 def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> None:
     """900 of 1,000 missing, written at 50 a second: while the backlog's deliveries keep coming
     the next listing waits 18 s after that listing started (later than the greatest interval);
-    then 100 missing: one look 2 s later, sooner than the interval (by then 8 s); after that
-    early look, the interval again (a run whose writers slow down near its end would otherwise
-    be listed every second)."""
+    then 100 missing: 2 s, but never sooner than the interval (by then 8 s: a run whose writers
+    slow down would otherwise be listed every second near its end)."""
     gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     first = gate.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert gate.step(RUN, first, 0.0) == ListNow()
@@ -282,13 +281,10 @@ def test_a_backlog_lists_when_the_write_rate_says_the_run_may_be_complete() -> N
     assert gate.step(RUN, token, 18.0) == ListNow()
     gate.finish(RUN, token, matched=900, listed=frozenset(f"s/{i}" for i in range(900)), rate=50.0)
     third = gate.arrive(RUN, 18.1, "s/36", needed=1000, age=5.0)
-    assert gate.due(RUN, 18.1) == 2.0  # the estimate, before the 8 s interval: one look then
-    assert gate.step(RUN, third, 18.1) == Wait(20.0)
+    assert gate.due(RUN, 18.1) == 8.0  # the interval, not the 2 s estimate
+    assert gate.step(RUN, third, 18.1) == Wait(min(26.0, 18.1 + gate.settle(RUN)))
     gate.finish(RUN, third, matched=999, rate=1000.0)  # not its listing: ignored
-    assert gate.due(RUN, 18.1) == 2.0
-    assert gate.step(RUN, third, 20.0) == ListNow()
-    gate.finish(RUN, third, matched=950, listed=frozenset(f"s/{i}" for i in range(950)), rate=50.0)
-    assert gate.due(RUN, 20.5) == 8.0  # the writers slowed: after an early look, the interval
+    assert gate.due(RUN, 18.1) == 8.0
     slow = Gate(quiet_s=0.2, interval_s=1.0, growth=0.5, max_interval_s=8.0, behind_s=1.0)
     token = slow.arrive(RUN, 0.0, "s/0", needed=1000, age=5.0)
     assert slow.step(RUN, token, 0.0) == ListNow()
@@ -366,7 +362,7 @@ def test_deliveries_on_time_list_when_the_write_rate_says_the_run_may_be_complet
     assert gate.step(RUN, token, due_at) == ListNow()  # due: 40 s after the last start
     gate.finish(RUN, token, matched=990, listed=frozenset(f"s/{i}" for i in range(990)), rate=25.0)
     late = gate.arrive(RUN, 41.0, "s/5", needed=1000)  # a duplicate: no news
-    assert gate.due(RUN, 41.0) == 1.0  # 10 missing (0.4 s): one look, the least interval after
-    assert gate.step(RUN, late, 41.0) == Wait(41.2)  # due at 41.16; the quiet window first
+    assert gate.due(RUN, 41.0) == 8.0  # 10 missing (0.4 s), but the interval: 8 s
+    assert gate.step(RUN, late, 41.0) == Wait(41.0 + gate.settle(RUN))
     last = gate.arrive(RUN, 41.5, "s/999", needed=1000)
     assert gate.step(RUN, last, 41.5) == ListNow()  # 990 + a share of 12.5: it may be complete

@@ -19,9 +19,6 @@ below lets one delivery's listing cover the others of its instance:
   and not sooner than the run may be complete at the pace that listing saw objects written
   lately (as many of its newest objects as the run missed: writers that slow down are
   followed), up to ``due_max_s``: a listing before then would likely find it incomplete.
-  And once sooner than the interval, when that pace says the run may be complete before it
-  is over (after a listing that gained matches and did not come early itself: writers that
-  slow down near the end cost one more listing per interval at most).
   Unless the run went quiet here: the newest lists once no newer delivery came for 8 gaps
   between deliveries at that rate and this instance's share (1 s to 8 s; 1 s without a rate).
   So the newest delivery's wait, and the completion when the estimates miss, stay within about
@@ -126,8 +123,6 @@ class _Run:
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
     rate: float | None = None  # the last listing's: objects written a second, lately
-    gained: bool = False  # the last listing counted more matches than the one before
-    early: bool = False  # the last listing started before the interval after the previous one
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
     fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
 
@@ -192,19 +187,12 @@ class Gate:
 
     def due(self, run: str, now: float) -> float:
         """The least time between the last listing's start and the next, as of ``now``: the
-        interval, or longer while the write rate says the run cannot be complete yet; or
-        sooner, once, when it says the run may be complete before the interval is over (no
-        sooner than the least interval): after a listing that gained matches and did not come
-        early itself, so writers that slow down or stop near the end cost one listing more per
-        interval at most."""
+        interval, or longer while the write rate says the run cannot be complete yet."""
         state = self._runs[run]
-        interval = self.interval(run, now)
         if not state.rate:
-            return interval
+            return self.interval(run, now)
         rest_written_in = max(0, state.needed - state.matched) / state.rate
-        if rest_written_in < interval and state.gained and not state.early:
-            return max(self.interval_s, rest_written_in)
-        return min(self.due_max_s, max(interval, rest_written_in))
+        return min(self.due_max_s, max(self.interval(run, now), rest_written_in))
 
     def settle(self, run: str) -> float:
         """How long the run's newest delivery here waits for a newer one before the run counts
@@ -239,9 +227,6 @@ class Gate:
         state.newest = None
         state.lister = token
         state.listing_since = now
-        state.early = state.last_start is not None and now - state.last_start < self.interval(
-            run, now
-        )
         state.last_start = now
         if state.first_start is None:
             state.first_start = now
@@ -271,7 +256,6 @@ class Gate:
             if delivered > 0 and matched > state.matched:
                 gained = (matched - state.matched) / delivered
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
-            state.gained = matched > state.matched
             state.matched = matched
             state.rate = rate
             state.listed = listed
