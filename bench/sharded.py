@@ -421,13 +421,13 @@ ALTERNATIVES = (
     "completion 4.92 s = 2.5 s at the gate after the last write, listing 1.33 s (three other "
     "instances listing the same 10,000 entries at once on 2 cores), manifest 0.50 s, claim, "
     "publish and mark 0.6 s; with the listed resource (e43b5a3): 1.65 s.",
-    "the grown interval as the least time between listings near a run's end (before 7329a2e, "
-    "N = 10,000, 4 instances, fresh platforms, 147ba4e): exact-first 20.1 list entries per "
-    "output and completion 4.47 s, sorted 19.2 and 5.59 s, shuffled 11.9 and 1.67 s; the local "
-    "instances were 14 to 35 s behind the writers, and each listed again an interval (up to "
-    "8 s) after its previous listing even when the write rate said the run would be complete "
-    "within a second or two. bench/sharded_sim.py, 25 writes/s over 4 instances: completion "
-    "1.25 -> 0.41 s with the early listing, the same 39 listings.",
+    "one early listing when the write rate says the run may be complete before the interval "
+    "is over (7329a2e, reverted): measured at N = 10,000 over 4 instances on fresh platforms, "
+    "shuffled 19.9 list entries per output and completion 5.86 s (11.9 and 1.67 s without), "
+    "exact-first 23.7 and 5.75 s (20.1 and 4.47 s). The local instances were 18 to 35 s "
+    "behind the writers: every instance made the early listing, and one that found the run "
+    "incomplete put its next a whole interval (8 s) later. bench/sharded_sim.py, which has no "
+    "backlog, had derived completion 1.25 -> 0.41 s at 25 writes/s with the same 39 listings.",
     "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
     "delivered here): unsafe with several instances, the run's last delivery may land on an "
     "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
