@@ -3,12 +3,14 @@ google-cloud-storage's own Blob accessors say of the same resource (no server ne
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from typing import Any
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud.storage import Client
-from tally_handler.adapters import StorageGateway
+from tally_handler.adapters import BUCKET_METADATA_OFF, StorageGateway
 from tally_handler.completeness import Entry, ListRequest
 from tally_handler.delivery import rfc3339
 from tally_handler.rows import StorageOps
@@ -84,3 +86,55 @@ def test_absent_and_unreadable_fields() -> None:
     entry = _entry(_blob(generation="7", timeCreated="yesterday"))
     assert (entry.size, entry.crc32c, entry.updated) == (None, None, None)
     assert entry.time_created == "yesterday"  # informative only: kept as listed
+
+
+class NotFoundServer:
+    """A local endpoint that answers every request 404, counting the bucket-level ones."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bucket_reads = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0].endswith("/b/b"):
+                    server.bucket_reads += 1
+                body = b'{"error": {"code": 404, "message": "Not Found"}}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+
+
+def test_the_client_library_queues_no_bucket_reads_of_its_own(monkeypatch: Any) -> None:
+    """google-cloud-storage's bucket-metadata cache would read the bucket once, then again
+    after every object 404, in background threads: off, so nothing is cached or queued."""
+    server = NotFoundServer()
+    monkeypatch.delenv(BUCKET_METADATA_OFF, raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    gateway = StorageGateway("p")
+    try:
+        assert gateway.exists("b", PREFIX + "missing", StorageOps()) is False
+        assert gateway.download("b", PREFIX + "_tally/announcement.json", StorageOps()) is None
+        cache = gateway._client._bucket_metadata_cache
+        assert cache.get("b") is None and not cache._inflight_fetches | cache._inflight_checks
+        assert server.bucket_reads == 0
+    finally:
+        server.http.shutdown()
+
+
+def test_an_operators_bucket_metadata_setting_stands(monkeypatch: Any) -> None:
+    monkeypatch.setenv(BUCKET_METADATA_OFF, "false")
+    StorageGateway("p", client=ListingClient([]))
+    assert os.environ[BUCKET_METADATA_OFF] == "false"
