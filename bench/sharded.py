@@ -125,7 +125,8 @@ def write(bucket: Any, prefix: str, paths: list[str], pace: float | None) -> tup
 
 def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Config, index: int):
     workflow, version = spec["workflow"], spec["version"]
-    run_id = f"run-{index:03d}-{c.order}"
+    # unique across the platforms of one invocation: make bench streams them all to one sink
+    run_id = f"run-{c.instances}i-{index:03d}-{c.order}"
     paths = ordered(c.n, c.order, index)
     tap, bridge = design.tap(), design.bridge()
     tap.reset()
