@@ -337,8 +337,8 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
             return f"{min(values):{signed}.2f} to {max(values):{signed}.2f} s"
 
         missed = [r for r in timed if r["latency_s"] > GOALS["completion s"]]
-        late = [r for r in missed if r["completing"]["received_s"] > 0]
-        busy = [r for r in missed if r["completing"]["received_s"] <= 0]
+        late = [r for r in missed if r["completing"]["received_s"] > 0 and r["pace"] is None]
+        other = [r for r in missed if r not in late]
         paced = [r["latency_s"] for r in timed if r["pace"] is not None]
         lines += [
             "",
@@ -362,12 +362,12 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
                 + ". The derived cloud figure counts the request's Storage calls, not its CPU, "
                 "for a handler that keeps up, as Cloud Run's autoscaling makes it."
             )
-        for r in busy:
+        for r in other:
             lines[-1] += (
-                f" {r['label']} ({r['latency_s']:.2f} s): its delivery arrived before the last "
-                f"write and its request took {r['completing']['ms'] / 1000:.2f} s, waiting at the "
-                "gate, then listing and announcing while every instance worked through its "
-                "backlog; not traced further."
+                f" {r['label']} ({r['latency_s']:.2f} s): its completing delivery arrived "
+                f"{r['completing']['received_s']:+.2f} s after the last write and its request "
+                f"took {r['completing']['ms'] / 1000:.2f} s (waiting at the gate, listing, "
+                "announcing); not traced further."
             )
     lines += ["", f"![Sharded runs: list entries per output](img/{plot_path.name})", ""]
     from tally_handler import coalesce
