@@ -1,5 +1,6 @@
-"""The Storage adapter reads a listed object's resource itself: held here to what
-google-cloud-storage's own Blob accessors say of the same resource (no server needed)."""
+"""The Storage adapter over google-cloud-storage: a listed object's entry comes from its resource,
+held here to what the library's own Blob accessors say of it; and the library's bucket reads of
+its own stay off (a local endpoint that answers 404)."""
 
 from __future__ import annotations
 
