@@ -11,11 +11,12 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from tally_handler.completeness import Entry, ListRequest
+from tally_handler.delivery import rfc3339
 from tally_handler.errors import (
     LogWriteFailed,
     PreconditionFailed,
@@ -75,13 +76,10 @@ def _time(text: str | None) -> str | None:
     as strings); one that does not read as a time, as given (the times are informative)."""
     if not text:
         return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    try:  # fromisoformat: C, where rfc3339's own parser of text is regular expressions
+        return rfc3339(datetime.fromisoformat(text))
+    except ValueError:  # unreadable, or without a time zone
         return text
-    if moment.tzinfo is None:
-        return text
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # ports.Storage's signatures again, by design; tests/unit/test_handler_ports.py keeps them in step.
