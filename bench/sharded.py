@@ -143,8 +143,8 @@ def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Con
     rows = design.event_rows(workflow, version, run_id)
     counts = dict(tap.counts)
     durations = sorted(float(r["duration_ms"] or 0) for r in rows if r["outcome"] != "completed")
-    completing = [r for r in rows if r["outcome"] == "completed"]
     own = driver.sum_event_rows(rows, last_write)
+    done = own.completing  # the delivery that announced, if exactly one did
     return {
         **asdict(c),
         "instances": getattr(stack, "instance_count", c.instances),
@@ -166,13 +166,13 @@ def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Con
         "max_delivery_ms": durations[-1] if durations else 0.0,
         "handler_s": sum(float(r["duration_ms"] or 0) for r in rows) / 1000,
         "completing": {
-            "reads": int(completing[0]["storage_reads"] or 0),
-            "lists": int(completing[0]["storage_lists"] or 0),
-            "ms": float(completing[0]["duration_ms"] or 0),
-            # when the delivery that announced arrived (before the last write: it waited)
-            "received_s": driver.epoch(completing[0]["received_time"]) - last_write,
+            "reads": done["reads"],
+            "lists": done["lists"],
+            "ms": done["handler_s"] * 1000,
+            # when it arrived after the last write (negative: before it, and it waited)
+            "received_s": done["wait_s"],
         }
-        if len(completing) == 1
+        if done
         else None,
         # when the platform first delivered the last object written: completion cannot follow
         # the last write sooner unless a delivery that arrived before it lists after it
