@@ -233,6 +233,34 @@ def test_an_instance_that_sees_a_share_of_the_deliveries_scales_its_estimate() -
     assert gate.step(RUN, late, 0.2) == ListNow()
 
 
+def test_a_first_listing_shares_its_matches_over_every_output_delivered_here() -> None:
+    """Shuffled writes over 4 instances: the exact paths came last, so this instance's first 2,450
+    deliveries never reached the gate, and its first listing counts 9,820 of 10,000 after 13
+    that did. Its share is 9,820 over 2,450, about 4: the next few outputs do not make the run
+    urgent (over the 13 it would be 64, the cap, and each delivery would list at once: 31.7
+    list entries per output measured at N = 10,000, 50 writes/s)."""
+    gate = Gate(quiet_s=0.2, interval_s=1.0)
+    token = 0
+    for i in range(13):
+        token = gate.arrive(RUN, 0.01 * i, f"s/{i}", needed=10_000, delivered=2_438 + i)
+    assert gate.step(RUN, token, 0.5) == ListNow()
+    gate.finish(
+        RUN, token, matched=9_820, listed=frozenset(f"s/{i}" for i in range(9_820)), rate=50.0
+    )
+    assert gate._runs[RUN].ratio == pytest.approx(9_820 / 2_450)
+    for i in range(9_820, 9_823):
+        token = gate.arrive(RUN, 1.0, f"s/{i}", needed=10_000, delivered=2_451)
+        assert not gate._runs[RUN].urgent  # 9,820 + 4 x 3 of 10,000
+    assert isinstance(gate.step(RUN, token, 1.0), Wait)
+    without = Gate(quiet_s=0.2, interval_s=1.0)  # the gate's own count only: the cap
+    token = 0
+    for i in range(13):
+        token = without.arrive(RUN, 0.01 * i, f"s/{i}", needed=10_000)
+    assert without.step(RUN, token, 0.5) == ListNow()
+    without.finish(RUN, token, matched=9_820, listed=frozenset({"s/0"}), rate=50.0)
+    assert without._runs[RUN].ratio == 64.0
+
+
 def test_the_gate_in_the_cloud_model_lists_a_fast_run_once_per_instance() -> None:
     """bench/sharded_sim.py drives this gate: a burst of 1,000 outputs over 2 instances costs
     about one listing per instance, and the run completes within a second of the last write."""

@@ -28,7 +28,10 @@ below lets one delivery's listing cover the others of its instance:
   quiet window and the due time, so the run's last delivery lists at once. The estimate: the
   previous listing's matches plus the distinct outputs delivered here since (not listed by it),
   times this instance's share (matches gained between its last two listings per output it was
-  delivered meanwhile: with K instances about K);
+  delivered meanwhile: with K instances about K; at its first listing, per output delivered
+  here so far, the ones that never reached the gate included: in a shuffled run most come
+  before the exact paths exist, and a share counted over the few after them would make every
+  later delivery urgent);
 - behind: a delivery of an object written more than ``behind_s`` before it arrived says that
   the instance works through a backlog. The folder then holds more than the deliveries say, and
   the run never goes quiet here until the backlog drains, which may be long after its last write.
@@ -122,6 +125,7 @@ class _Run:
     matched: int = 0  # matches counted by the last finished listing
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
+    delivered: int = 0  # outputs of the run delivered here so far, also before the gate
     rate: float | None = None  # the last listing's: objects written a second, lately
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
     fresh: set[str] = field(default_factory=set)  # outputs delivered since, not listed by it
@@ -157,10 +161,17 @@ class Gate:
         self.covered = 0
 
     def arrive(
-        self, run: str, now: float, path: str = "", needed: int = 0, age: float = 0.0
+        self,
+        run: str,
+        now: float,
+        path: str = "",
+        needed: int = 0,
+        age: float = 0.0,
+        delivered: int = 0,
     ) -> int:
         """A delivery of ``path`` needs a whole-folder listing of ``run``; ``needed``: the
-        matches that complete it; ``age``: seconds since its object was written. Any older
+        matches that complete it; ``age``: seconds since its object was written;
+        ``delivered``: the run's outputs delivered on this instance so far, if known. Any older
         waiting delivery of the run is now covered."""
         self._tokens += 1
         state = self._runs.get(run)
@@ -172,6 +183,7 @@ class Gate:
             state.fresh.add(path)
         state.newest = self._tokens
         state.newest_since = now
+        state.delivered = max(state.delivered, delivered)
         state.needed = needed
         state.behind = age > self.behind_s
         state.urgent = state.matched + state.ratio * len(state.fresh) >= needed
@@ -230,7 +242,9 @@ class Gate:
         state.last_start = now
         if state.first_start is None:
             state.first_start = now
-        state.fresh_at_start = len(state.fresh)
+        # the share's denominator: outputs delivered since the last listing, all at the first
+        fresh = len(state.fresh)
+        state.fresh_at_start = fresh if state.listed else max(fresh, state.delivered)
         self.listings += 1
         return ListNow()
 
@@ -320,12 +334,20 @@ class Coalescer:
             )
         )
 
-    def turn(self, run: str, path: str, needed: int, written: float | None = None) -> int | None:
+    def turn(
+        self,
+        run: str,
+        path: str,
+        needed: int,
+        written: float | None = None,
+        delivered: int = 0,
+    ) -> int | None:
         """A token when this delivery lists now (call ``finish`` after), None when covered;
-        ``written``: when its object was written (epoch seconds), if known."""
+        ``written``: when its object was written (epoch seconds), if known; ``delivered``: the
+        run's outputs delivered on this instance so far."""
         with self._cond:
             age = 0.0 if written is None else self.wall() - written
-            token = self.gate.arrive(run, self.clock(), path, needed, age)
+            token = self.gate.arrive(run, self.clock(), path, needed, age, delivered)
             self._cond.notify_all()  # the previous newest is covered now
             try:
                 while True:
