@@ -3,9 +3,9 @@
 Standard (`make bench`, within 15 minutes on 2 cores): starts its own local platform
 (devstack.Stack) and the baseline's slice next to it, runs tally and the scratch-file baseline
 side by side, times the handler's CPU per delivery, the cold starts, reconciliation, the sharded
-runs of 1,000 (every write order, 1 and 4 instances; N = 10,000 derived by bench/sharded_sim.py)
-and the registry; prints a table, writes bench/results/*.json and regenerates docs/benchmarks.md
-and its plots (docs/img/bench-*.png).
+runs of 1,000 (every write order, 1 and 4 instances, full speed and 100 writes/s; N = 10,000
+derived by bench/sharded_sim.py) and the registry; prints a table, writes bench/results/*.json
+and regenerates docs/benchmarks.md and its plots (docs/img/bench-*.png).
 
 Full (`make bench-full`, an hour or more): the same with more runs per size, an end-to-end run
 of 10,000 outputs, the sharded runs of 10,000 measured, the slow pace and today's design.
