@@ -158,3 +158,19 @@ def test_a_delivery_while_its_instance_announces_a_counted_run_waits_rather_than
     assert outcome(again) is Outcome.AFTER_COMPLETION, again
     assert (ops.lists, ops.reads, ops.writes) == (0, 1, 0), ops  # the absent record, no listing
     assert len(world.messages("r1")) == 1
+
+
+def test_the_gate_hears_of_outputs_delivered_before_the_exact_paths_existed() -> None:
+    """The shards came first: their deliveries found an exact path missing and never reached
+    the coalescing gate. The delivery that does (the last exact path) tells it the 4 outputs
+    delivered on the instance, so the share of its first listing is counted over them all."""
+    world = World(instances=1)
+    deliveries = [world.write("r1", path) for path in ("shards/0.bin", "shards/1.bin", "a.txt")]
+    handler = world.handlers[0]
+    assert handler.coalescer is not None
+    for delivery in deliveries:
+        assert outcome(world.deliver(delivery)) is Outcome.RECORDED
+    assert handler.coalescer.gate.listings == 0  # an exact path was missing each time
+    assert outcome(world.deliver(world.write("r1", "b.txt"))) is Outcome.COMPLETED
+    state = next(iter(handler.coalescer.gate._runs.values()))
+    assert (handler.coalescer.gate.listings, state.delivered) == (1, 4)
