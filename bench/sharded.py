@@ -455,6 +455,20 @@ ALTERNATIVES = (
     "behind the writers: every instance made the early listing, and one that found the run "
     "incomplete put its next a whole interval (8 s) later. bench/sharded_sim.py, which has no "
     "backlog, had derived completion 1.25 -> 0.41 s at 25 writes/s with the same 39 listings.",
+    "the share at an instance's first listing counted over the deliveries that reached the "
+    "gate only (before 143afa4). In a shuffled run most deliveries come before the last exact "
+    "path is written and never reach it: traced at N = 10,000 over 4 instances at 50 writes/s, "
+    "a first listing after 13 of some 2,450 deliveries counted 9,820 matches, so the share "
+    "came out 64 (the cap) and each later delivery was urgent: 31.7 list entries per output "
+    "(28.8 and 4.0 in two earlier runs: 4.0 where the first listings came after the last "
+    "write). Counted over every output delivered on the instance (143afa4): shares 3.9 to 4.1, "
+    "and 6.0, 14.8, 26.9 and 20.0 list entries per output in four runs of that configuration. "
+    "What still varies is the end of the run, traced in the 26.9 one: the last exact path came "
+    "about 9 s before the last write, the four instances listed 10,000 entries at once on 2 "
+    "cores, the writers slowed (the matches grew about 20 a second against the 50 of the pace) "
+    "and deliveries came late and in bursts, so each instance's estimate of when the run may "
+    "be complete fired again and again: 26 listings in 13 s (10 urgent, 7 after 1 s without a "
+    "delivery, 5 due, 4 first), 5 to 7 per instance.",
     "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
     "delivered here): unsafe with several instances, the run's last delivery may land on an "
     "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
