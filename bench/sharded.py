@@ -327,7 +327,7 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
     lines += [f"Note: {note}." for note in notes]
     for n in sorted({r["n"] for r in records}):
         lines += _completion_paragraph(
-            [r for r in records if r["n"] == n and "received_s" in r.get("completing", {})]
+            [r for r in records if r["n"] == n and "received_s" in (r.get("completing") or {})]
         )
     lines += ["", f"![Sharded runs: list entries per output](img/{plot_path.name})", ""]
     from tally_handler import coalesce

@@ -24,3 +24,40 @@ def test_the_page_shows_make_bench_first_and_only_what_it_did_not_run() -> None:
     extra = [record("a", 9), record("c", 3)]
     assert with_extra(bench, extra) == [record("a", 1), record("c", 3)]
     assert with_extra(None, extra) == extra
+
+
+def timed(
+    label: str, instances: int, latency: float, received: float, ms: float, behind: float
+) -> dict[str, object]:
+    return {
+        "label": label,
+        "n": 10_000,
+        "order": "sorted",
+        "pace": None,
+        "instances": instances,
+        "latency_s": latency,
+        "completing": {"received_s": received, "ms": ms},
+        "last_delivered_s": behind,
+    }
+
+
+def test_each_completion_miss_is_explained_by_what_its_run_measured() -> None:
+    """A completing delivery that came after the last write from an instance behind the writers
+    is the backlog; one that came in time but took long is set beside the same configuration on
+    1 instance; runs that met the goal are named in no explanation."""
+    from bench.sharded import _completion_paragraph
+
+    assert _completion_paragraph([]) == []
+    [_, text] = _completion_paragraph(
+        [
+            timed("met", 1, 0.9, 0.1, 700, 0.1),
+            timed("late", 4, 5.3, 4.0, 1_600, 26.0),
+            timed("long", 4, 2.8, -0.02, 3_300, 0.2),
+        ]
+    )
+    assert "in 1 of 3 configurations, that delivery came +4.00 s" not in text  # unsigned span
+    assert "in 1 of 3 configurations, that delivery came 4.00 s after the last write" in text
+    assert "first delivered 26.00 s after its write" in text
+    assert "long (2.80 s): its completing delivery arrived -0.02 s" in text
+    assert "on 1 instance the same configuration's completing request took 0.70 s" in text
+    assert "met (" not in text and "late (" not in text
