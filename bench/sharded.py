@@ -371,7 +371,7 @@ def _completion_paragraph(timed: list[dict[str, Any]]) -> list[str]:
     """What completion at one N is made of, and what each configuration that missed the goal
     measured: a completing delivery that came late (its instance behind the writers), or a
     request that took long (compared with the same configuration on 1 instance)."""
-    from tally_handler.coalesce import BEHIND_S
+    from tally_handler.coalesce import BEHIND_S, MAX_INTERVAL_S
 
     if not timed:
         return []
@@ -397,10 +397,10 @@ def _completion_paragraph(timed: list[dict[str, Any]]) -> list[str]:
             f" Where it missed {GOALS['completion s']:g} s in {len(late)} of {len(timed)} "
             "configurations, that delivery came "
             f"{span([r['completing']['received_s'] for r in late])} after the last write: "
-            "the local instances ran behind the 16 writers (the last object written was first "
-            f"delivered {span([r['last_delivered_s'] for r in late])} after its write), so "
+            f"the local instances ran behind the {WRITERS} writers (the last object written was "
+            f"first delivered {span([r['last_delivered_s'] for r in late])} after its write), so "
             "the listing after the last write came when an instance's next listing was due (up "
-            "to the greatest interval, 8 s, after its previous one)."
+            f"to the greatest interval, {MAX_INTERVAL_S:g} s, after its previous one)."
         )
     alone = {(r["order"], r["pace"]): r for r in timed if r["instances"] == 1}
     for r in other:
