@@ -27,11 +27,13 @@ below lets one delivery's listing cover the others of its instance:
 - urgent: a delivery that may complete the run, as far as this instance can tell, skips the
   quiet window and the due time, so the run's last delivery lists at once. The estimate: the
   previous listing's matches plus the distinct outputs delivered here since (not listed by it),
-  times this instance's share (matches gained between its last two listings per output it was
-  delivered meanwhile: with K instances about K; at its first listing, per output delivered
-  here so far, the ones that never reached the gate included: in a shuffled run most come
-  before the exact paths exist, and a share counted over the few after them would make every
-  later delivery urgent);
+  times this instance's share (matches gained per output delivered here, over at least
+  ``SHARE_SAMPLE`` of them and the listings they took: with K instances about K; 1 until then.
+  At its first listing every output delivered here so far counts, the ones that never reached
+  the gate included: in a shuffled run most come before the exact paths exist, and a share
+  counted over the few after them would make every later delivery urgent). A delivery that
+  came during a listing is urgent only if it still may complete the run by that listing's
+  count;
 - behind: a delivery of an object written more than ``behind_s`` before it arrived says that
   the instance works through a backlog. The folder then holds more than the deliveries say, and
   the run never goes quiet here until the backlog drains, which may be long after its last write.
@@ -67,6 +69,7 @@ __all__ = [
     "QUIET_S",
     "SETTLE_GAPS",
     "SETTLE_S",
+    "SHARE_SAMPLE",
     "STALE_S",
     "Coalescer",
     "Covered",
@@ -82,8 +85,9 @@ INTERVAL_S = 1.0  # the least interval between listings of a run on an instance 
 INTERVAL_GROWTH = 0.5  # ... growing with the time since its first listing there ...
 MAX_INTERVAL_S = 8.0  # ... up to this
 MAX_SHARE_RATIO = 64.0
+SHARE_SAMPLE = 8  # the fewest outputs delivered here that a share is taken over
 BEHIND_S = 1.0  # a delivery this late after its object's write: the instance has a backlog
-DUE_MAX_S = 60.0  # the longest the write rate defers a run's next listing on an instance
+DUE_MAX_S = 600.0  # the longest the write rate defers a run's next listing on an instance
 SETTLE_S = 1.0  # ... unless the run went quiet here: no newer delivery for 8 expected gaps,
 SETTLE_GAPS = 8.0  # at least 1 s (also without a write rate), at most the greatest interval
 STALE_S = 60.0  # a listing in flight longer than this is presumed lost; the next one may start
@@ -125,6 +129,8 @@ class _Run:
     matched: int = 0  # matches counted by the last finished listing
     ratio: float = 1.0  # matches gained globally per output delivered here (this share's inverse)
     fresh_at_start: int = 0  # fresh outputs when the listing in flight started
+    sample: int = 0  # outputs delivered here since the share was last taken ...
+    sample_base: int = 0  # ... when the listings had counted this many matches
     delivered: int = 0  # outputs of the run delivered here so far, also before the gate
     rate: float | None = None  # the last listing's: objects written a second, lately
     listed: frozenset[str] = frozenset()  # what it listed: deliveries of those are not news
@@ -145,6 +151,7 @@ class Gate:
         behind_s: float = BEHIND_S,
         due_max_s: float = DUE_MAX_S,
         settle_s: float = SETTLE_S,
+        share_sample: int = SHARE_SAMPLE,
     ) -> None:
         self.quiet_s = quiet_s
         self.interval_s = interval_s
@@ -154,6 +161,7 @@ class Gate:
         self.behind_s = behind_s
         self.due_max_s = max(due_max_s, max_interval_s)
         self.settle_s = max(settle_s, quiet_s)
+        self.share_sample = share_sample
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._tokens = 0
@@ -186,7 +194,7 @@ class Gate:
         state.delivered = max(state.delivered, delivered)
         state.needed = needed
         state.behind = age > self.behind_s
-        state.urgent = state.matched + state.ratio * len(state.fresh) >= needed
+        state.urgent = self._may_complete(state)
         return self._tokens
 
     def interval(self, run: str, now: float) -> float:
@@ -266,14 +274,23 @@ class Gate:
             return
         state.lister = None
         if matched is not None:
-            delivered = state.fresh_at_start
-            if delivered > 0 and matched > state.matched:
-                gained = (matched - state.matched) / delivered
+            # the share over at least share_sample outputs: a listing or two after a few
+            # deliveries (in-flight notifications, a burst after a stall) says little
+            state.sample += state.fresh_at_start
+            if state.sample >= self.share_sample and matched > state.sample_base:
+                gained = (matched - state.sample_base) / state.sample
                 state.ratio = min(MAX_SHARE_RATIO, max(1.0, gained))
+                state.sample_base, state.sample = matched, 0
             state.matched = matched
             state.rate = rate
             state.listed = listed
             state.fresh -= listed
+            # a delivery that came meanwhile was urgent by the estimate before this listing
+            state.urgent = state.urgent and self._may_complete(state)
+
+    @staticmethod
+    def _may_complete(state: _Run) -> bool:
+        return state.matched + state.ratio * len(state.fresh) >= state.needed
 
     def leave(self, run: str, token: int) -> None:
         """A waiting delivery gives up without listing (its request ends in an error): the
