@@ -97,6 +97,7 @@ class TallyDesign:
         "storage_reads",
         "storage_lists",
         "storage_list_entries",
+        "listing_reason",
         "storage_writes",
         "storage_precondition_failures",
         "storage_operations",

@@ -17,6 +17,7 @@ import math
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -152,6 +153,8 @@ def run_one(stack: Any, design: driver.TallyDesign, spec: dict[str, Any], c: Con
         "deliveries": len(rows),
         "outcomes": own.outcomes,
         "list_entries": own.list_entries,
+        # the whole-folder listings by the gate's reason (events.listing_reason)
+        "listings": dict(Counter(r["listing_reason"] for r in rows if r.get("listing_reason"))),
         "lists": own.lists,
         "reads": own.reads,
         "writes": own.writes,
@@ -271,6 +274,18 @@ def _row_values(r: dict[str, Any], model: Model) -> dict[str, float | None]:
     }
 
 
+def _listings(r: dict[str, Any]) -> str:
+    """The run's whole-folder listings by reason; "-" where not recorded (before
+    events.listing_reason, or coalescing off)."""
+    from tally_handler.coalesce import Reason
+
+    by = r.get("listings")
+    if not by:
+        return "-"
+    split = " / ".join(str(by.get(reason.value, 0)) for reason in Reason)
+    return f"{sum(by.values())} ({split})"
+
+
 def _met(r: dict[str, Any], model: Model) -> list[str]:
     values = _row_values(r, model)
     missed = [k for k, goal in GOALS.items() if values[k] is not None and values[k] > goal]
@@ -283,6 +298,8 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
     """docs/benchmarks.md's section (empty without results)."""
     if not records:
         return []
+    from tally_handler.coalesce import Reason
+
     plot_path = plot(records, model)
     lines = [
         "## Sharded runs (issue 14)",
@@ -305,10 +322,11 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
         "key range (at most 2) and its claim. Goals: ≤ 20 list entries and ≤ 2 requests per "
         "output, p99 ≤ 500 ms, completion ≤ 2 s locally and ≤ 1 s derived, one announcement.",
         "",
-        "| design | N | order | instances | writes | list entries / output | requests / output "
+        "| design | N | order | instances | writes | list entries / output "
+        f"| listings ({' / '.join(Reason)}) | requests / output "
         "| p50 / p99 / max delivery | handler time / run | completion | cloud (derived) "
         "| announcements | goals missed |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
         v = _row_values(r, model)
@@ -316,7 +334,8 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
         cloud = v["derived cloud s"]
         lines.append(
             f"| {r['design']} | {r['n']:,} | {r['order']} | {r['instances']} | {pace} "
-            f"| {v['list entries per output']:,.1f} | {v['requests per output']:.2f} "
+            f"| {v['list entries per output']:,.1f} | {_listings(r)} "
+            f"| {v['requests per output']:.2f} "
             f"| {r['p50_delivery_ms']:,.0f} / {r['p99_delivery_ms']:,.0f} / "
             f"{r['max_delivery_ms']:,.0f} ms "
             f"| {r['handler_s']:,.1f} s | {r['latency_s']:.2f} s "

@@ -16,10 +16,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from tally_handler.coalesce import Covered, Gate, ListNow, Wait
+from tally_handler.coalesce import Covered, Gate, ListNow, Reason, Wait
 
 from bench.realcloud import Model
 
@@ -37,6 +38,7 @@ class SimResult:
     p99_delivery_s: float
     max_delivery_s: float
     completion_s: float
+    reasons: dict[str, int] = field(default_factory=dict)  # listings by the gate's reason
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -66,6 +68,7 @@ def simulate(
     for i in range(n):
         push(write_at[i] + model.notification_s, "arrive", rng.randrange(instances), i)
     listings = entries = requests = 0
+    reasons: Counter[str] = Counter()
     completion: float | None = None
 
     def written_by(t: float) -> int:
@@ -86,6 +89,7 @@ def simulate(
             pages = max(1, math.ceil(seen / 1000))
             depth = math.ceil(pages / max(1, splits[instance]))
             listings += 1
+            reasons[decision.reason.value] += 1
             entries += seen
             requests += pages
             done = t + depth * model.storage_request_s
@@ -125,19 +129,23 @@ def simulate(
         latency[max(0, math.ceil(0.99 * len(latency)) - 1)] if latency else 0.0,
         latency[-1] if latency else 0.0,
         (completion or math.inf) - last_write,
+        dict(reasons),
     )
 
 
 def table(results: list[SimResult]) -> list[str]:
     lines = [
-        "| N | instances | writes | listings | list entries / output | list requests / output "
+        f"| N | instances | writes | listings ({' / '.join(Reason)}) | list entries / output "
+        "| list requests / output "
         "| p99 / max delivery wait | completion after the last write |",
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         pace = "full speed" if r.pace is None else f"{r.pace:g}/s"
+        split = " / ".join(str(r.reasons.get(reason.value, 0)) for reason in Reason)
         lines.append(
-            f"| {r.n:,} | {r.instances} | {pace} | {r.listings} | {r.list_entries / r.n:.1f} "
+            f"| {r.n:,} | {r.instances} | {pace} | {r.listings} ({split}) "
+            f"| {r.list_entries / r.n:.1f} "
             f"| {r.list_requests / r.n:.3f} | {r.p99_delivery_s * 1000:.0f} / "
             f"{r.max_delivery_s * 1000:.0f} ms | {r.completion_s:.2f} s |"
         )

@@ -31,7 +31,8 @@ def ts(value: datetime) -> str:
 
 @dataclass
 class KnownData:
-    """Five runs of workflow `wf` (and ten announced runs of `latency_wf`), as rows."""
+    """Five runs of workflow `wf` (ten announced runs of `latency_wf`, a sharded run of
+    `sharded_wf`), as rows."""
 
     unique: str
     base: datetime
@@ -45,6 +46,10 @@ class KnownData:
     @property
     def latency_wf(self) -> str:
         return f"lat-{self.unique}"
+
+    @property
+    def sharded_wf(self) -> str:
+        return f"shard-{self.unique}"
 
     def delivery(self, name: str) -> str:
         return f"{self.unique}-{name}"
@@ -163,6 +168,26 @@ def known_data(unique: str) -> KnownData:
         idempotency_key=None,
         detail=f"not a Storage notification {unique}",
     )
+    # A sharded run: listings of its whole folder, one row written twice (same insert id).
+    for name, at, entries, reason in (
+        ("s1", 60, 0, None),
+        ("s2", 61, 400, "first"),
+        ("s3", 62, 900, "due"),
+        ("s4", 63, 950, "urgent"),
+        ("s5", 64, 1000, "urgent"),
+    ):
+        e(
+            name,
+            1,
+            "shards",
+            f"part-{name}",
+            "recorded",
+            at,
+            workflow=data.sharded_wf,
+            storage_list_entries=entries,
+            listing_reason=reason,
+        )
+    data.events.append(dict(data.events[-1]))
     # Ten announced runs with latencies 1..10 s.
     for n in range(1, 11):
         data.run_row(data.latency_wf, f"r{n}", "COMPLETE", "completed", 0, n)
@@ -186,7 +211,7 @@ def data(stack, unique) -> KnownData:
                     f"SELECT 1 FROM `${{dataset}}.events` WHERE workflow = '{known.wf}'", timeout=10
                 )
             )
-            == len([r for r in known.events if r["workflow"]])
+            == len([r for r in known.events if r["workflow"] == known.wf])
         ),
         timeout=30,
         message="the inserted rows to be visible",
@@ -375,6 +400,24 @@ def _slowest_runs(event_log, data):
     ]
     top = documented(event_log, "slowest_runs", workflow=data.latency_wf, limit=3)
     assert [r["run_id"] for r in top] == ["r10", "r9", "r8"]
+
+
+@checks("listing_costs")
+def _listing_costs(event_log, data):
+    rows = documented(event_log, "listing_costs", workflow=data.sharded_wf)
+    assert [(r["run_id"], r["list_entries"], r["attempts"]) for r in rows] == [
+        ("shards", 3250, 5)  # the row written twice counts once
+    ]
+    shards = rows[0]
+    assert (
+        shards["listings"],
+        shards["first_listings"],
+        shards["urgent_listings"],
+        shards["due_listings"],
+        shards["quiet_listings"],
+    ) == (4, 1, 2, 1, 0)
+    top = documented(event_log, "listing_costs", workflow=data.wf, limit=1)
+    assert [(r["run_id"], r["list_entries"], r["listings"]) for r in top] == [("done", 18, 0)]
 
 
 @checks("dead_lettered")

@@ -12,6 +12,7 @@ from tally_handler.coalesce import (
     Covered,
     Gate,
     ListNow,
+    Reason,
     Wait,
 )
 from tally_handler.completeness import (
@@ -154,11 +155,13 @@ def test_coalescer_lists_after_the_quiet_wait_and_releases_on_finish() -> None:
         clock.now += timeout
 
     coalescer = Coalescer(Gate(quiet_s=0.2, interval_s=1.0), clock, wait)
-    token = coalescer.turn(RUN, "a", 9)
-    assert token is not None and clock.now == pytest.approx(0.2)
-    coalescer.finish(RUN, token, matched=1)
+    first = coalescer.turn(RUN, "a", 9)
+    assert first is not None and clock.now == pytest.approx(0.2)
+    assert first.reason is Reason.FIRST
+    coalescer.finish(RUN, first.token, matched=1)
     second = coalescer.turn(RUN, "b", 9)
     assert second is not None and clock.now == pytest.approx(1.2)  # the interval
+    assert second.reason is Reason.DUE
 
 
 def test_a_waiter_that_fails_leaves_the_gate() -> None:
@@ -443,3 +446,24 @@ def test_deliveries_on_time_list_when_the_write_rate_says_the_run_may_be_complet
     assert gate.step(RUN, late, 41.0) == Wait(41.0 + gate.settle(RUN))
     last = gate.arrive(RUN, 41.5, "s/999", needed=1000)
     assert gate.step(RUN, last, 41.5) == ListNow()  # 990 + a share of 12.5: it may be complete
+
+
+def test_each_listing_says_which_rule_let_it_start() -> None:
+    """first; due (the interval came while deliveries went on); quiet (no newer delivery for the
+    settle time, long before the write rate says it is due); urgent (it may complete the run)."""
+    gate = Gate(quiet_s=0.2, interval_s=1.0, growth=0.0, settle_s=1.0)
+
+    def listing(path: str, arrived: float, at: float, needed: int = 1_000, **finish) -> ListNow:
+        token = gate.arrive(RUN, arrived, path, needed=needed)
+        step = gate.step(RUN, token, at)
+        assert isinstance(step, ListNow) and step.token == token, step
+        gate.finish(RUN, token, matched=int(path[2:]) + 1, listed=frozenset({path}), **finish)
+        return step
+
+    assert listing("s/0", 0.0, 0.2).reason is Reason.FIRST
+    for i in range(1, 12):  # a delivery every 0.1 s: never quiet, the interval (1 s) comes
+        gate.arrive(RUN, 0.1 * i, f"s/{i}", needed=1_000)
+    assert listing("s/12", 1.2, 1.4, rate=10.0).reason is Reason.DUE
+    assert gate.due(RUN, 1.5) == pytest.approx(98.7)  # 987 missing at 10 a second
+    assert listing("s/13", 1.5, 2.5).reason is Reason.QUIET  # 1 s without a newer delivery
+    assert listing("s/14", 2.6, 2.6, needed=15).reason is Reason.URGENT

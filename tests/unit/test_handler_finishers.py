@@ -169,8 +169,13 @@ def test_the_gate_hears_of_outputs_delivered_before_the_exact_paths_existed() ->
     handler = world.handlers[0]
     assert handler.coalescer is not None
     for delivery in deliveries:
-        assert outcome(world.deliver(delivery)) is Outcome.RECORDED
+        ops = StorageOps()
+        assert handler.notification(delivery, ops).outcome is Outcome.RECORDED
+        assert ops.listing_reason is None  # no listing: its row's listing_reason is null
     assert handler.coalescer.gate.listings == 0  # an exact path was missing each time
-    assert outcome(world.deliver(world.write("r1", "b.txt"))) is Outcome.COMPLETED
+    ops = StorageOps()
+    completing = handler.notification(world.write("r1", "b.txt"), ops)
+    assert completing.outcome is Outcome.COMPLETED
     state = next(iter(handler.coalescer.gate._runs.values()))
     assert (handler.coalescer.gate.listings, state.delivered) == (1, 4)
+    assert ops.listing_reason == "first"  # its events row says why it listed the folder

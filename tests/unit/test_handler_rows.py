@@ -83,7 +83,9 @@ def full_row(**overrides: Any) -> dict[str, Any]:
         "run_output": OUTPUT,
         "outcome": Outcome.RECORDED,
         "detail": "expected output 'b' is not in the run folder yet",
-        "storage_ops": StorageOps(reads=1, lists=2, list_entries=40, writes=1),
+        "storage_ops": StorageOps(
+            reads=1, lists=2, list_entries=40, writes=1, listing_reason="urgent"
+        ),
         "idempotency_key": "k" * 32,
         "received_time": RECEIVED,
         "duration_ms": 12,
@@ -106,6 +108,7 @@ def test_event_row_matches_the_events_schema() -> None:
     assert row["object"] == "wf/1.0/run 1/a#b?.txt"  # from delivery.notification
     assert row["output_path"] == "a#b?.txt"
     assert (row["storage_operations"], row["storage_list_entries"]) == (4, 40)
+    assert row["listing_reason"] == "urgent"
     assert row["received_time"] == "2026-11-25T12:00:00.123456Z"
     assert row["duration_ms"] == 12.0
     assert (row["last_attempt"], row["replayed"], row["source"]) == (True, True, "pubsub-push")
@@ -127,6 +130,7 @@ def test_event_row_for_a_rejected_delivery_has_only_what_was_salvaged() -> None:
     assert_matches_schema(row, "events")
     assert row["bucket"] is None
     assert row["storage_operations"] == 0
+    assert row["listing_reason"] is None
     assert row["outcome"] == "rejected"
 
 

@@ -39,6 +39,8 @@ below lets one delivery's listing cover the others of its instance:
   the run never goes quiet here until the backlog drains, which may be long after its last write.
   So the quiet window does not apply: the first listing starts at once, the next one when due.
   Completion follows the last write, not the end of the backlog.
+Each listing says which rule let it start (``Reason``: first, urgent, due, quiet), and the
+delivery's events row keeps it (``listing_reason``): a run's list entries by reason are a query.
 Urgency, intervals and the backlog rule only move costs and latency; the hand-over alone makes
 the scheme correct.
 
@@ -55,6 +57,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 __all__ = [
     "BEHIND_S",
@@ -75,6 +78,7 @@ __all__ = [
     "Covered",
     "Gate",
     "ListNow",
+    "Reason",
     "Step",
     "Wait",
     "Waiter",
@@ -97,9 +101,22 @@ QUIET_ENV = "TALLY_LISTING_QUIET_MS"  # benchmarks only: "off" turns coalescing 
 INTERVAL_ENV = "TALLY_LISTING_INTERVAL_MS"
 
 
+class Reason(StrEnum):
+    """Why a delivery lists the whole folder (``events.listing_reason``)."""
+
+    FIRST = "first"  # the run's first listing on this instance (not urgent)
+    URGENT = "urgent"  # it may complete the run, by this instance's estimate
+    DUE = "due"  # the interval or the write rate's estimate came
+    QUIET = "quiet"  # no newer delivery for the settle time, before it was due
+
+
 @dataclass(frozen=True, slots=True)
 class ListNow:
-    """This delivery lists the whole folder now, then calls ``finish``."""
+    """This delivery lists the whole folder now, then calls ``finish`` with ``token``. Steps
+    compare by decision: the token and the reason only explain it."""
+
+    token: int = field(default=0, compare=False)
+    reason: Reason = field(default=Reason.FIRST, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +261,14 @@ class Gate:
                 earliest = min(earliest, state.newest_since + self.settle(run))
         if now < earliest:
             return Wait(earliest)
+        if state.urgent:
+            reason = Reason.URGENT
+        elif state.last_start is None:
+            reason = Reason.FIRST
+        elif now >= state.last_start + self.due(run, now):
+            reason = Reason.DUE
+        else:
+            reason = Reason.QUIET
         state.newest = None
         state.lister = token
         state.listing_since = now
@@ -254,7 +279,7 @@ class Gate:
         fresh = len(state.fresh)
         state.fresh_at_start = fresh if state.listed else max(fresh, state.delivered)
         self.listings += 1
-        return ListNow()
+        return ListNow(token, reason)
 
     def finish(
         self,
@@ -358,8 +383,8 @@ class Coalescer:
         needed: int,
         written: float | None = None,
         delivered: int = 0,
-    ) -> int | None:
-        """A token when this delivery lists now (call ``finish`` after), None when covered;
+    ) -> ListNow | None:
+        """The step when this delivery lists now (call ``finish`` after), None when covered;
         ``written``: when its object was written (epoch seconds), if known; ``delivered``: the
         run's outputs delivered on this instance so far."""
         with self._cond:
@@ -370,7 +395,7 @@ class Coalescer:
                 while True:
                     step = self.gate.step(run, token, self.clock())
                     if isinstance(step, ListNow):
-                        return token
+                        return step
                     if isinstance(step, Covered):
                         return None
                     timeout = None if step.until is None else max(0.0, step.until - self.clock())

@@ -552,14 +552,15 @@ class Handler:
         expected = spec.expects(own)
         counted = own if isinstance(expected, ExpectedPattern) and expected.required else ""
         delivered = self.cache.count_present(run.key)  # a few of them exact paths: near enough
-        token = self.coalescer.turn(
+        listing = self.coalescer.turn(
             run.key, counted, needed, epoch_seconds(work.written), delivered
         )
-        if token is None:
+        if listing is None:
             return Incomplete(
                 "a newer delivery of this run on this instance lists the run folder after this"
                 " output was written (coalesced listing)"
             )
+        self.storage.ops.listing_reason = listing.reason.value
         matched = rate = None
         listed: frozenset[str] = frozenset()
         try:
@@ -569,7 +570,7 @@ class Handler:
             listed = frozenset(entry.path for entry in entries)
             rate = write_rate(entries, newest=needed - matched)
         finally:
-            self.coalescer.finish(run.key, token, matched, listed, rate)
+            self.coalescer.finish(run.key, listing.token, matched, listed, rate)
         return found.verdict(exhaustive=False)  # as an output's Scan of the whole folder
 
     def _list_folder(self, run: Run, expected: int) -> list[Entry]:

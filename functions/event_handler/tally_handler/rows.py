@@ -59,6 +59,7 @@ class StorageOps:
     list_entries: int = 0
     writes: int = 0
     precondition_failures: int = 0
+    listing_reason: str | None = None  # why it listed a run's whole folder (coalesce.Reason)
 
     @property
     def operations(self) -> int:
@@ -153,6 +154,7 @@ def event_row(
         "storage_writes": ops.writes,
         "storage_precondition_failures": ops.precondition_failures,
         "storage_operations": ops.operations,
+        "listing_reason": ops.listing_reason,
         "duration_ms": None if duration_ms is None else float(duration_ms),
         "handler_version": handler_version,
     }
