@@ -61,3 +61,14 @@ def test_each_completion_miss_is_explained_by_what_its_run_measured() -> None:
     assert "long (2.80 s): its completing delivery arrived -0.02 s" in text
     assert "on 1 instance the same configuration's completing request took 0.70 s" in text
     assert "met (" not in text and "late (" not in text
+
+
+def test_the_table_shows_each_runs_listings_by_reason() -> None:
+    """From events.listing_reason; records from before it (or coalescing off) show "-"."""
+    from bench.sharded import _listings, _reasons
+
+    measured = {"listings": {"first": 4, "urgent": 2, "due": 3, "quiet": 1}}
+    assert _listings(measured) == "10 (4 / 2 / 3 / 1)"  # first / urgent / due / quiet
+    assert _listings({"listings": {"urgent": 1}}) == "1 (0 / 1 / 0 / 0)"
+    assert _listings({}) == "-" and _listings({"listings": {}}) == "-"
+    assert _reasons({"first": 4, "quiet": 3}) == "4 first, 0 urgent, 0 due, 3 quiet"
