@@ -545,7 +545,12 @@ ALTERNATIVES = (
     "4.0 -> 2.0, reverse-sorted 4.0 -> 7.0; completion 1.30 to 2.91 s -> 1.11 to 2.02 s. At "
     "full speed, where the local instances run behind the writers, 8.0 to 19.4 -> 8.0 to 20.2 "
     "over 4 instances: there most listings are due ones (16 and 20 of 24 and 28 in exact-first "
-    "and sorted, by events.listing_reason), which this change does not touch.",
+    "and sorted, by events.listing_reason), which this change does not touch. make bench then "
+    "missed 2 s at N = 1,000 and 100 writes/s in exact-first on 1 instance (3.42 s) and sorted "
+    "on 4 (2.45 s), runs late in a sequence of 20 on one platform; on fresh platforms, before "
+    "(1e53a62) and after (c3eb976) in turn, 3 pairs: exact-first 0.23, 0.24, 0.22 s before and "
+    "0.22, 0.22, 0.19 s after, sorted on 4 instances 0.28, 0.21, 0.26 s and 0.23, 0.20, "
+    "0.22 s, with 8.0 to 9.3 and 7.9 to 8.5 list entries per output.",
     "a per-instance deficit rule alone (skip listing while fewer than K - c new outputs were "
     "delivered here): unsafe with several instances, the run's last delivery may land on an "
     "instance that saw few of the others; kept only as an urgency estimate, never to skip.",
