@@ -252,20 +252,22 @@ class Gate:
         if state.lister is not None and now - state.listing_since < self.stale_s:
             return Wait(state.listing_since + self.stale_s)
         earliest = now
+        due_at = None  # when the next listing is due (not urgent, after a listing here)
         if not state.urgent:
             if not state.behind:  # a backlog never goes quiet
                 earliest = state.newest_since + self.quiet_s
             if state.last_start is not None:
-                earliest = max(earliest, state.last_start + self.due(run, now))
+                due_at = state.last_start + self.due(run, now)
+                earliest = max(earliest, due_at)
                 # ... unless the run went quiet here
                 earliest = min(earliest, state.newest_since + self.settle(run))
         if now < earliest:
             return Wait(earliest)
         if state.urgent:
             reason = Reason.URGENT
-        elif state.last_start is None:
+        elif due_at is None:
             reason = Reason.FIRST
-        elif now >= state.last_start + self.due(run, now):
+        elif now >= due_at:
             reason = Reason.DUE
         else:
             reason = Reason.QUIET
