@@ -284,13 +284,9 @@ def _reasons(by: dict[str, int]) -> str:
 def _listings(r: dict[str, Any]) -> str:
     """The run's whole-folder listings by reason; "-" where not recorded (before
     events.listing_reason, or coalescing off)."""
-    from tally_handler.coalesce import Reason
+    from bench.sharded_sim import by_reason
 
-    by = r.get("listings")
-    if not by:
-        return "-"
-    split = " / ".join(str(by.get(reason.value, 0)) for reason in Reason)
-    return f"{sum(by.values())} ({split})"
+    return by_reason(r["listings"]) if r.get("listings") else "-"
 
 
 def _met(r: dict[str, Any], model: Model) -> list[str]:
@@ -305,7 +301,7 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
     """docs/benchmarks.md's section (empty without results)."""
     if not records:
         return []
-    from tally_handler.coalesce import Reason
+    from bench.sharded_sim import REASONS_HEADER
 
     plot_path = plot(records, model)
     lines = [
@@ -330,7 +326,7 @@ def section(records: list[dict[str, Any]] | None, model: Model) -> list[str]:
         "output, p99 ≤ 500 ms, completion ≤ 2 s locally and ≤ 1 s derived, one announcement.",
         "",
         "| design | N | order | instances | writes | list entries / output "
-        f"| listings ({' / '.join(Reason)}) | requests / output "
+        f"| {REASONS_HEADER} | requests / output "
         "| p50 / p99 / max delivery | handler time / run | completion | cloud (derived) "
         "| announcements | goals missed |",
         "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -133,18 +133,26 @@ def simulate(
     )
 
 
+REASONS_HEADER = f"listings ({' / '.join(Reason)})"
+
+
+def by_reason(counts: dict[str, int]) -> str:
+    """Listings and their split by the gate's reason: "13 (4 / 3 / 3 / 3)"."""
+    split = " / ".join(str(counts.get(reason.value, 0)) for reason in Reason)
+    return f"{sum(counts.values())} ({split})"
+
+
 def table(results: list[SimResult]) -> list[str]:
     lines = [
-        f"| N | instances | writes | listings ({' / '.join(Reason)}) | list entries / output "
+        f"| N | instances | writes | {REASONS_HEADER} | list entries / output "
         "| list requests / output "
         "| p99 / max delivery wait | completion after the last write |",
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         pace = "full speed" if r.pace is None else f"{r.pace:g}/s"
-        split = " / ".join(str(r.reasons.get(reason.value, 0)) for reason in Reason)
         lines.append(
-            f"| {r.n:,} | {r.instances} | {pace} | {r.listings} ({split}) "
+            f"| {r.n:,} | {r.instances} | {pace} | {by_reason(r.reasons)} "
             f"| {r.list_entries / r.n:.1f} "
             f"| {r.list_requests / r.n:.3f} | {r.p99_delivery_s * 1000:.0f} / "
             f"{r.max_delivery_s * 1000:.0f} ms | {r.completion_s:.2f} s |"
